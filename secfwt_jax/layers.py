@@ -1,0 +1,219 @@
+"""MPC-friendly layer variants, selected by name: attention kernels, activations, layer norm.
+
+Every function here is plain JAX, so the same code runs in plaintext (jax.jit) and under SPU.
+Shapes: q, k, v are (batch, heads, seq, head_dim); `mask` is (batch, seq) with 1 for real
+tokens and 0 for padding. Random features are drawn with numpy from a seed, so a given
+config is the same function on every machine and jax version (jax's PRNG bit streams changed
+across versions; numpy's `default_rng` did not).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import ACTIVATIONS, ATTENTIONS, check_choice
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+
+
+def gelu_puma(x):
+    """PUMA's piecewise-polynomial GeLU (Dong et al. 2023, "PUMA", Sec. 4.2, Eq. 3).
+
+    0 for x < -4; a cubic on [-4, -1.95); a degree-6 even-plus-linear polynomial on
+    [-1.95, 3]; x above 3. Max abs error against erf-GeLU is about 1e-2.
+    """
+    x2 = x * x
+    f0 = -0.5054031199708174 - 0.42226581151983866 * x - 0.11807612951181953 * x2 - (
+        0.011034134030615728 * x2 * x
+    )
+    x4 = x2 * x2
+    f1 = (
+        0.008526321541038084 + 0.5 * x + 0.3603292692789629 * x2
+        - 0.037688200365904236 * x4 + 0.0018067462606141187 * x4 * x2
+    )
+    return jnp.where(x < -4.0, 0.0, jnp.where(x < -1.95, f0, jnp.where(x <= 3.0, f1, x)))
+
+
+def quad(x):
+    """MPCFormer's quadratic GeLU replacement 0.125 x^2 + 0.5 x + 0.25 (Li et al. 2023)."""
+    return 0.125 * x * x + 0.5 * x + 0.25
+
+
+def activation(name: str):
+    """The activation function called `name` (one of config.ACTIVATIONS)."""
+    check_choice("activation", name, ACTIVATIONS)
+    return {
+        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+        "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+        "gelu_puma": gelu_puma,
+        "quad": quad,
+    }[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer norm: the one place where it is computed, so an MPC variant can be plugged in here.
+
+
+def layer_norm(x, scale, bias, eps: float, kind: str = "exact"):
+    """LayerNorm over the last axis with one inverse square root per row.
+
+    x: (..., hidden); scale, bias: (hidden,). (x - mean) * rsqrt(var + eps) * scale + bias.
+    """
+    check_choice("layernorm", kind, ("exact",))
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    xc = x - mean
+    var = jnp.mean(xc * xc, axis=-1, keepdims=True)
+    return xc * jax.lax.rsqrt(var + eps) * scale + bias
+
+
+# ---------------------------------------------------------------------------------------------
+# Random features
+
+
+def random_features(num_features: int, dim: int, kind: str, seed: int) -> np.ndarray:
+    """Projection rows w_1..w_M ~ N(0, I_dim), shape (num_features, dim), float32.
+
+    kind="iid": independent Gaussian rows. kind="orthogonal": blocks of `dim` mutually
+    orthogonal rows (QR of a Gaussian matrix) rescaled by chi(dim)-distributed norms, so each
+    row is still marginally N(0, I) (Choromanski et al. 2021, "Performer", Sec. 4).
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "iid":
+        return rng.standard_normal((num_features, dim)).astype(np.float32)
+    check_choice("feature_kind", kind, ("iid", "orthogonal"))
+    blocks = []
+    for _ in range(math.ceil(num_features / dim)):
+        q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+        blocks.append(q.T)
+    w = np.concatenate(blocks, axis=0)[:num_features]
+    norms = np.linalg.norm(rng.standard_normal((num_features, dim)), axis=1, keepdims=True)
+    return (w * norms).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention kernels. All take q, k, v (B, h, S, d) and mask (B, S); return (B, h, S, d).
+
+
+def _scores(q, k):
+    return jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
+
+
+def _minus_row_max(s, m):
+    """s minus its row max over real keys, with padding entries set to 0 (weighted 0 later).
+
+    The max is a constant shift of each row (no gradient needed through it); zeroing the
+    padding entries keeps exp's argument in [-inf, 0] for real keys and at 0 for padding, so
+    no large negative constant ever reaches exp (fixed-point exp would overflow on it).
+    """
+    row_max = jnp.max(s - (1.0 - m) * 1e4, axis=-1, keepdims=True)
+    return (s - jax.lax.stop_gradient(row_max)) * m
+
+
+def softmax_attention(q, k, v, mask):
+    """Exact softmax attention; padding keys get weight exactly 0 (exp multiplied by the mask)."""
+    m = mask[:, None, None, :].astype(q.dtype)
+    s = _scores(q, k)
+    s = _minus_row_max(s, m)
+    e = jnp.exp(s) * m
+    p = e / jnp.sum(e, axis=-1, keepdims=True)
+    return jnp.einsum("bhqk,bhkd->bhqd", p, v)
+
+
+def exp_taylor(x, iterations: int = 6):
+    """exp(x) ~ (1 + x / 2^n)^(2^n) with n squarings (PUMA's exp, accurate for x in [-14, 0])."""
+    y = 1.0 + x / (2.0**iterations)
+    for _ in range(iterations):
+        y = y * y
+    return y
+
+
+def softmax_puma_attention(q, k, v, mask, clip: float = 14.0):
+    """PUMA-style softmax (Dong et al. 2023, Sec. 4.1): subtract the row max, set entries below
+    -clip to 0, Taylor exp, one reciprocal per row instead of a division per entry."""
+    m = mask[:, None, None, :].astype(q.dtype)
+    s = _scores(q, k)
+    s = _minus_row_max(s, m)
+    e = jnp.where(s < -clip, 0.0, exp_taylor(s)) * m
+    r = 1.0 / jnp.sum(e, axis=-1, keepdims=True)
+    return jnp.einsum("bhqk,bhkd->bhqd", e * r, v)
+
+
+def two_quad_attention(q, k, v, mask, c: float = 5.0):
+    """MPCFormer's 2Quad: softmax(s) replaced by (s + c)^2 / sum_k (s + c)^2 (Li et al. 2023)."""
+    m = mask[:, None, None, :].astype(q.dtype)
+    a = jnp.square(_scores(q, k) + c) * m
+    r = 1.0 / jnp.sum(a, axis=-1, keepdims=True)
+    return jnp.einsum("bhqk,bhkd->bhqd", a * r, v)
+
+
+def _linear_attention(phi_q, phi_k, v, mask):
+    """sum_j phi_q(i).phi_k(j) v_j / sum_j phi_q(i).phi_k(j), linear in the sequence length.
+
+    phi_q: (B, h, S, F), phi_k: (B, h, S, F) (padding rows zeroed here), v: (B, h, S, d).
+    """
+    phi_k = phi_k * mask[:, None, :, None].astype(phi_k.dtype)
+    kv = jnp.einsum("bhsf,bhsd->bhfd", phi_k, v)
+    z = jnp.sum(phi_k, axis=2)  # (B, h, F)
+    num = jnp.einsum("bhsf,bhfd->bhsd", phi_q, kv)
+    den = jnp.einsum("bhsf,bhf->bhs", phi_q, z)
+    return num * (1.0 / den)[..., None]
+
+
+def _scaled_qk(q, k, normalize: bool):
+    """Queries and keys scaled by d^(-1/4), so q.k equals the softmax logit q.k / sqrt(d).
+
+    With `normalize`, both are l2-normalised instead (the kernel becomes exp(cos(q, k))), which
+    bounds |k|^2 / 2 by 1/2 and so keeps exp(|k|^2 / 2) within fixed-point range.
+    """
+    if normalize:
+        q = q * jax.lax.rsqrt(jnp.sum(q * q, axis=-1, keepdims=True) + 1e-6)
+        k = k * jax.lax.rsqrt(jnp.sum(k * k, axis=-1, keepdims=True) + 1e-6)
+        return q, k
+    scale = q.shape[-1] ** -0.25
+    return q * scale, k * scale
+
+
+def rfa_attention(q, k, v, mask, w, normalize: bool = False):
+    """Random Feature Attention (Peng et al. 2021) with random Fourier features.
+
+    exp(q.k) = exp(|q|^2/2) exp(|k|^2/2) exp(-|q-k|^2/2), and the Gaussian kernel is
+    E_w[cos(w.q)cos(w.k) + sin(w.q)sin(w.k)] for w ~ N(0, I) (Rahimi & Recht 2007), so
+    phi(x) = exp(|x|^2/2) [cos(Wx), sin(Wx)] / sqrt(M). The query factor exp(|q|^2/2) and the
+    1/sqrt(M) cancel between numerator and denominator, so neither is computed.
+    w: (M, head_dim).
+    """
+    q, k = _scaled_qk(q, k, normalize)
+    wq = jnp.einsum("bhsd,md->bhsm", q, w)
+    wk = jnp.einsum("bhsd,md->bhsm", k, w)
+    phi_q = jnp.concatenate([jnp.cos(wq), jnp.sin(wq)], axis=-1)
+    k_scale = jnp.exp(0.5 * jnp.sum(k * k, axis=-1, keepdims=True))
+    phi_k = jnp.concatenate([jnp.cos(wk), jnp.sin(wk)], axis=-1) * k_scale
+    return _linear_attention(phi_q, phi_k, v, mask)
+
+
+def favor_attention(q, k, v, mask, w, normalize: bool = False):
+    """Performer's FAVOR+ positive random features (Choromanski et al. 2021, Lemma 1):
+    exp(q.k) = E_w[exp(w.q - |q|^2/2) exp(w.k - |k|^2/2)]. The query factor exp(-|q|^2/2)
+    cancels between numerator and denominator and is not computed. w: (M, head_dim)."""
+    q, k = _scaled_qk(q, k, normalize)
+    phi_q = jnp.exp(jnp.einsum("bhsd,md->bhsm", q, w))
+    phi_k = jnp.exp(jnp.einsum("bhsd,md->bhsm", k, w) - 0.5 * jnp.sum(k * k, -1, keepdims=True))
+    return _linear_attention(phi_q, phi_k, v, mask)
+
+
+def attention(name: str, q, k, v, mask, *, w=None, normalize: bool = False, clip: float = 14.0):
+    """Dispatch to the attention kernel called `name` (one of config.ATTENTIONS)."""
+    check_choice("attention", name, ATTENTIONS)
+    if name == "softmax":
+        return softmax_attention(q, k, v, mask)
+    if name == "softmax_puma":
+        return softmax_puma_attention(q, k, v, mask, clip)
+    if name == "2quad":
+        return two_quad_attention(q, k, v, mask)
+    fn = rfa_attention if name == "rfa" else favor_attention
+    return fn(q, k, v, mask, jnp.asarray(w), normalize)

@@ -1,0 +1,294 @@
+"""Flax (linen) RoBERTa encoder with its masked-LM head, soft prompts and a verbalizer head.
+
+Free of I/O and of MPC: every entry point is a pure function of (params, inputs), so the same
+code runs under jax.jit and under SPU. Parameter names follow Hugging Face's PyTorch RoBERTa
+(see secfwt_jax.loading for the mapping).
+
+Entry points
+- `RobertaMLM(cfg).apply({"params": p}, input_ids, attention_mask)` -> (B, S, V) MLM logits.
+- `embed_fn(cfg, prompt_len, prompt_mode)`: the frozen part, (B, S, H) token + position +
+  type embeddings of the examples, computed once per example set.
+- `verbalizer_fn(cfg, label_word_ids, prompt_mode)`: (P, B, C) label-word logits at the mask
+  position for P candidate prompts on B examples, one call for the whole population.
+
+Soft prompts ("cat", the default): L prompt vectors are inserted right after <s>; they count as
+real tokens, so positions of the text shift by L. ("add", Black-Box Tuning's alternative): the
+prompt is added to the embeddings of the L tokens after <s>; the sequence keeps its length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import layers
+from .config import PROMPT_MODES, ModelConfig, check_choice
+
+
+class LayerNorm(nn.Module):
+    """Affine layer norm over the last axis; the formula lives in layers.layer_norm."""
+
+    eps: float
+    kind: str = "exact"
+
+    @nn.compact
+    def __call__(self, x):
+        h = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (h,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (h,), jnp.float32)
+        return layers.layer_norm(x, scale, bias, self.eps, self.kind)
+
+
+def _dense(features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, name=name, kernel_init=nn.initializers.normal(0.02))
+
+
+class SelfAttention(nn.Module):
+    config: ModelConfig
+    layer_index: int
+
+    @nn.compact
+    def __call__(self, x, mask):
+        """x: (B, S, H), mask: (B, S) -> (B, S, H)."""
+        c = self.config
+        b, s, _ = x.shape
+
+        def heads(t):
+            return t.reshape(b, s, c.num_attention_heads, c.head_dim).transpose(0, 2, 1, 3)
+
+        q = heads(_dense(c.hidden_size, "query")(x))
+        k = heads(_dense(c.hidden_size, "key")(x))
+        v = heads(_dense(c.hidden_size, "value")(x))
+        w = None
+        if c.attention in ("rfa", "favor"):
+            w = layers.random_features(
+                c.num_features, c.head_dim, c.feature_kind, c.feature_seed * 1000 + self.layer_index
+            )
+        o = layers.attention(
+            c.attention, q, k, v, mask, w=w, normalize=c.normalize_qk, clip=c.softmax_clip
+        )
+        return o.transpose(0, 2, 1, 3).reshape(b, s, c.hidden_size)
+
+
+class Layer(nn.Module):
+    """One post-LN transformer block: attention, residual, LN; MLP, residual, LN."""
+
+    config: ModelConfig
+    layer_index: int
+
+    @nn.compact
+    def __call__(self, x, mask):
+        c = self.config
+        a = SelfAttention(c, self.layer_index, name="attention")(x, mask)
+        a = _dense(c.hidden_size, "attention_output")(a)
+        x = LayerNorm(c.layer_norm_eps, c.layernorm, name="attention_layer_norm")(x + a)
+        h = layers.activation(c.activation)(_dense(c.intermediate_size, "intermediate")(x))
+        h = _dense(c.hidden_size, "output")(h)
+        return LayerNorm(c.layer_norm_eps, c.layernorm, name="output_layer_norm")(x + h)
+
+
+class RobertaMLM(nn.Module):
+    """RoBERTa encoder + masked-LM head (decoder tied to the word embeddings)."""
+
+    config: ModelConfig
+
+    def setup(self):
+        c = self.config
+        init = nn.initializers.normal(0.02)
+        self.word_embeddings = self.param("word_embeddings", init, (c.vocab_size, c.hidden_size))
+        self.position_embeddings = self.param(
+            "position_embeddings", init, (c.max_position_embeddings, c.hidden_size)
+        )
+        self.token_type_embeddings = self.param(
+            "token_type_embeddings", init, (c.type_vocab_size, c.hidden_size)
+        )
+        self.embeddings_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
+        self.layers = [Layer(c, i) for i in range(c.num_hidden_layers)]
+        self.head_dense = _dense(c.hidden_size, "head_dense")
+        self.head_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
+        self.head_bias = self.param("head_bias", nn.initializers.zeros, (c.vocab_size,))
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def embed(self, tokens, positions):
+        """Token + position + token-type embeddings, before the embedding layer norm.
+
+        tokens: (B, S) int ids, or (B, S, V) one-hot rows (the MPC-friendly lookup: a matmul
+        with the secret table instead of a gather at secret indices). positions likewise:
+        (B, S) ids or (B, S, max_position_embeddings) one-hot. Returns (B, S, H).
+        """
+        return (
+            _lookup(self.word_embeddings, tokens)
+            + _lookup(self.position_embeddings, positions)
+            + self.token_type_embeddings[0]
+        )
+
+    def encode(self, embeds, mask):
+        """Embedding layer norm and all encoder layers. embeds (B, S, H), mask (B, S)."""
+        x = self.embeddings_layer_norm(embeds)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+    def head_transform(self, h):
+        """The MLM head before the vocabulary projection: dense, activation, layer norm."""
+        act = layers.activation(self.config.activation)
+        return self.head_layer_norm(act(self.head_dense(h)))
+
+    def label_word_logits(self, h, label_word_ids: Sequence[int]):
+        """Logits of the given vocabulary entries only. h (..., H) -> (..., C).
+
+        Slices C rows of the tied decoder (public indices), never the full (H, V) projection.
+        """
+        ids = np.asarray(label_word_ids, dtype=np.int32)
+        return self.head_transform(h) @ self.word_embeddings[ids].T + self.head_bias[ids]
+
+    def prompt_positions(self, prompt_len: int):
+        """The position embeddings of the L prompt vectors in "cat" mode: (L, H)."""
+        first = self.config.pad_token_id + 2  # <s> takes pad_token_id + 1
+        return self.position_embeddings[first:first + prompt_len]
+
+    # -- the full model ---------------------------------------------------------------------
+
+    def __call__(self, input_ids, attention_mask=None, prompt=None, prompt_mode: str = "cat"):
+        """Full MLM logits. input_ids (B, S) int, attention_mask (B, S), prompt (B, L, H).
+
+        Returns (B, S + L, V) in "cat" mode with a prompt, else (B, S, V).
+        """
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).astype(jnp.int32)
+        prompt_len = 0 if prompt is None else prompt.shape[1]
+        positions = position_ids(attention_mask, self.config, prompt_len, prompt_mode)
+        x = self.embed(input_ids, positions)
+        x, mask = insert_prompt(
+            x, attention_mask, prompt, prompt_mode, self.prompt_positions(prompt_len)
+        )
+        h = self.encode(x, mask)
+        return self.head_transform(h) @ self.word_embeddings.T + self.head_bias
+
+
+def _lookup(table, idx):
+    if idx.ndim == 3:  # one-hot rows
+        return idx.astype(table.dtype) @ table
+    return jnp.take(table, idx, axis=0)
+
+
+def position_ids(attention_mask, config: ModelConfig, prompt_len: int = 0, mode: str = "cat"):
+    """RoBERTa position ids of the text tokens (B, S): pad_token_id + 1 + rank among real
+    tokens, pad_token_id at padding (Hugging Face's create_position_ids_from_input_ids). In
+    "cat" mode the L prompt vectors sit after <s>, so text tokens after <s> move up by L.
+
+    Works on numpy (the data owner computes positions in plaintext) and on jax arrays.
+    """
+    check_choice("prompt_mode", mode, PROMPT_MODES)
+    xp = jnp if isinstance(attention_mask, jax.Array) else np
+    m = attention_mask.astype(xp.int32)
+    rank = xp.cumsum(m, axis=1) * m
+    if mode == "cat" and prompt_len:
+        rank = rank + (rank > 1) * prompt_len
+    pos = rank + config.pad_token_id
+    max_pos = int(config.max_position_embeddings) - 1
+    if xp is np and pos.size and pos.max() > max_pos:
+        raise ValueError(
+            f"sequence too long: {int(pos.max()) - config.pad_token_id} tokens including "
+            f"{prompt_len} prompt tokens; this model allows at most {config.max_seq_len}"
+        )
+    return pos
+
+
+def insert_prompt(embeds, mask, prompt, mode: str, prompt_pos):
+    """Put soft prompts into the embedded sequences.
+
+    embeds (N, S, H), mask (N, S), prompt (N, L, H) or None, prompt_pos (L, H) position
+    embeddings of the prompt slots ("cat" only). Returns (embeds, mask) of length S + L
+    ("cat") or S ("add": the prompt is added to the L tokens after <s>).
+    """
+    check_choice("prompt_mode", mode, PROMPT_MODES)
+    if prompt is None or prompt.shape[1] == 0:
+        return embeds, mask
+    n, s, _ = embeds.shape
+    prompt_len = prompt.shape[1]
+    if prompt.shape[0] != n or prompt.shape[2] != embeds.shape[2]:
+        raise ValueError(
+            f"prompt shape {tuple(prompt.shape)} does not match embeddings {tuple(embeds.shape)}:"
+            f" expected ({n}, L, {embeds.shape[2]})"
+        )
+    if mode == "add":
+        if prompt_len + 1 > s:
+            raise ValueError(f"'add' prompt of length {prompt_len} needs > {prompt_len} tokens, got {s}")
+        pad = jnp.zeros((n, s - 1 - prompt_len, embeds.shape[2]), embeds.dtype)
+        zero = jnp.zeros((n, 1, embeds.shape[2]), embeds.dtype)
+        return embeds + jnp.concatenate([zero, prompt.astype(embeds.dtype), pad], axis=1), mask
+    x = jnp.concatenate([embeds[:, :1], prompt + prompt_pos, embeds[:, 1:]], axis=1)
+    ones = jnp.ones((n, prompt_len), mask.dtype)
+    return x, jnp.concatenate([mask[:, :1], ones, mask[:, 1:]], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions of (params, inputs): what the backends compile.
+
+
+def init_params(config: ModelConfig, seed: int = 0) -> dict:
+    """Random parameters of the given shape (normal(0.02) weights, LN scale 1, zero biases)."""
+    ids = jnp.zeros((1, 4), jnp.int32)
+    return RobertaMLM(config).init(jax.random.PRNGKey(seed), ids, jnp.ones_like(ids))["params"]
+
+
+def embed_fn(config: ModelConfig, prompt_len: int = 0, prompt_mode: str = "cat"):
+    """f(params, tokens, positions) -> (B, S, H): the examples' embeddings, the frozen part.
+
+    tokens/positions: (B, S) ids, or one-hot (B, S, V) / (B, S, max_positions) rows for the
+    secure path; make positions with `position_ids(mask, config, prompt_len, prompt_mode)`.
+    """
+    check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
+    model = RobertaMLM(config)
+
+    def f(params, tokens, positions):
+        return model.apply({"params": params}, tokens, positions, method=RobertaMLM.embed)
+
+    return f
+
+
+def verbalizer_fn(config: ModelConfig, label_word_ids: Sequence[int], prompt_mode: str = "cat"):
+    """f(params, embeds, mask, mask_onehot, prompt) -> (P, B, C) label-word logits.
+
+    embeds (B, S, H) from `embed_fn`; mask (B, S); mask_onehot (B, S) with one 1 at each
+    example's <mask>; prompt (P, L, H) candidate soft prompts (L may be 0). All P x B
+    sequences run as one batch; only the C label words' logits are computed.
+    """
+    check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
+    model = RobertaMLM(config)
+    label_word_ids = tuple(int(i) for i in label_word_ids)
+    if not label_word_ids:
+        raise ValueError("label_word_ids is empty: a verbalizer needs at least one label word")
+    bad = [i for i in label_word_ids if not 0 <= i < config.vocab_size]
+    if bad:
+        raise ValueError(f"label word ids {bad} are outside the vocabulary [0, {config.vocab_size})")
+
+    def forward(mdl, embeds, mask, mask_onehot, prompt):
+        (b, s, h), (p, prompt_len) = embeds.shape, prompt.shape[:2]
+        if prompt.shape[2] != h or mask.shape != (b, s) or mask_onehot.shape != (b, s):
+            raise ValueError(
+                f"mismatched shapes: embeds {embeds.shape}, mask {mask.shape}, "
+                f"mask_onehot {mask_onehot.shape}, prompt {prompt.shape}; expected (B, S, H), "
+                "(B, S), (B, S), (P, L, H)"
+            )
+        tile = lambda t: jnp.broadcast_to(t[None], (p, *t.shape)).reshape(p * b, *t.shape[1:])  # noqa: E731
+        prompts = jnp.broadcast_to(prompt[:, None], (p, b, prompt_len, h)).reshape(p * b, prompt_len, h)
+        x, m = insert_prompt(
+            tile(embeds), tile(mask), prompts, prompt_mode, mdl.prompt_positions(prompt_len)
+        )
+        hidden = mdl.encode(x, m)
+        if prompt_mode == "cat" and prompt_len:
+            hidden = jnp.concatenate([hidden[:, :1], hidden[:, 1 + prompt_len:]], axis=1)
+        h_mask = jnp.einsum("ns,nsh->nh", tile(mask_onehot).astype(hidden.dtype), hidden)
+        return mdl.label_word_logits(h_mask, label_word_ids).reshape(p, b, -1)
+
+    def f(params, embeds, mask, mask_onehot, prompt):
+        return model.apply({"params": params}, embeds, mask, mask_onehot, prompt, method=forward)
+
+    return f
