@@ -1,0 +1,235 @@
+"""Token ids for prompt-based classification: tokenizer loading, label-word ids, and batches.
+
+A row is laid out as `<s> template-with-texts </s> <pad>...`, with exactly one `<mask>`. In the
+"cat" soft-prompt mode the model inserts its prompt vectors right after `<s>`, so a row of S
+tokens becomes S + prompt_len long inside the model.
+
+Texts and template pieces are tokenized segment by segment (see `registry.template_segments`)
+and the mask id is put in directly. That lets truncation cut the texts but never the template
+or `<mask>`, and gives the ids of the filled template with a label word in place of `<mask>`
+and then masked, whatever the tokenizer does with the literal string "<mask>" (transformers 5
+loading a directory without tokenizer_config.json keeps the space before it as a token).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from secfwt_jax.tasks.registry import TEXT_FIELDS, Task, as_task
+
+ENV_TOKENIZER = "SECFWT_TOKENIZER"
+# RoBERTa's 514 position embeddings minus the pad offset (ModelConfig.max_seq_len).
+ROBERTA_MAX_POSITIONS = 512
+_TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+
+
+def load_tokenizer(name_or_dir: str | os.PathLike | None = None):
+    """A Hugging Face tokenizer (`transformers.AutoTokenizer`) from a local directory or a hub
+    name; None reads the SECFWT_TOKENIZER environment variable.
+
+    A directory needs vocab.json + merges.txt (RoBERTa's byte-level BPE) or tokenizer.json, and
+    a config.json or tokenizer_config.json saying which tokenizer class to build. A path that
+    does not exist is a FileNotFoundError; a hub name that cannot be loaded is an OSError
+    naming it.
+    """
+    chosen = name_or_dir if name_or_dir is not None else os.environ.get(ENV_TOKENIZER)
+    if not chosen:
+        raise ValueError(
+            f"no tokenizer: pass a directory (e.g. one holding RoBERTa's vocab.json and "
+            f"merges.txt) or a hub name, or set {ENV_TOKENIZER}"
+        )
+    from transformers import AutoTokenizer
+
+    path = Path(chosen).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"tokenizer path {str(path)!r} is a file; expected a directory")
+        if not any(all((path / f).is_file() for f in files) for files in _TOKENIZER_FILES):
+            raise FileNotFoundError(
+                f"tokenizer directory {str(path)!r} has neither vocab.json + merges.txt nor "
+                f"tokenizer.json; it holds {sorted(p.name for p in path.iterdir())}"
+            )
+        return AutoTokenizer.from_pretrained(str(path))
+    # Hub names look like "name" or "org/name"; anything else is meant as a local path.
+    if path.is_absolute() or str(chosen).startswith((".", "~")) or str(chosen).count("/") > 1:
+        raise FileNotFoundError(
+            f"tokenizer directory {str(path)!r} does not exist; expected a directory with "
+            "vocab.json and merges.txt (e.g. <shared>/tokenizer/roberta-base)"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(chosen))
+    except Exception as err:
+        raise OSError(
+            f"could not load tokenizer {str(chosen)!r} (no such local directory; from the hub: "
+            f"{type(err).__name__}: {err}); pass a local directory or set {ENV_TOKENIZER}"
+        ) from err
+
+
+def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    # verbose=False: rows longer than the tokenizer's model_max_length are expected here; they
+    # are truncated below.
+    return list(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+def label_word_ids(task: Task | str, tokenizer) -> tuple[int, ...]:
+    """Token id of each label word, in label-id order.
+
+    A word is tokenized with a leading space when the template has one before `{mask}`
+    ("Ġgreat"). A word that is not exactly one token is a ValueError naming the word and its
+    pieces.
+    """
+    t = as_task(task)
+    prefix = " " if t.space_before_mask else ""
+    words = [prefix + w for w in t.label_words]
+    ids = []
+    for word, pieces in zip(words, _token_ids(tokenizer, words)):
+        if len(pieces) != 1:
+            raise ValueError(
+                f"task {t.name!r}: label word {word!r} is {len(pieces)} tokens "
+                f"{tokenizer.convert_ids_to_tokens(pieces)}, not one; choose a single-token word"
+            )
+        ids.append(int(pieces[0]))
+    return tuple(ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Encoded examples, numpy arrays with N rows of S = max_len tokens.
+
+    input_ids (N, S) int32, `<s> ... </s>` then pad ids; attention_mask (N, S) int32, 1 on
+    real tokens; mask_onehot (N, S) float32, 1 at the `<mask>` position; labels (N,) int32;
+    truncated (N,) bool, True where a text was cut to fit.
+    """
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    mask_onehot: np.ndarray
+    labels: np.ndarray
+    truncated: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, index) -> Batch:
+        """The rows `index` (an int array, slice or boolean mask) as a new Batch."""
+        return Batch(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+
+
+def _truncate(lengths: list[int], budget: int) -> list[int]:
+    """Longest-first truncation (Hugging Face's "longest_first"): drop the last token of the
+    longest text, the first text on ties, until the lengths sum to at most `budget`."""
+    lengths = list(lengths)
+    excess = sum(lengths) - budget
+    if excess <= 0:
+        return lengths
+    if len(lengths) == 1:
+        return [budget]
+    a, b = lengths
+    cut = min(excess, abs(a - b))
+    a, b = (a - cut, b) if a >= b else (a, b - cut)
+    excess -= cut
+    # Now a == b (or excess == 0): alternate, text_a first.
+    a, b = a - (excess + 1) // 2, b - excess // 2
+    return [a, b]
+
+
+def encode(
+    task: Task | str,
+    examples: Sequence,
+    tokenizer,
+    max_len: int,
+    prompt_len: int = 0,
+    *,
+    max_positions: int = ROBERTA_MAX_POSITIONS,
+) -> Batch:
+    """Token ids of `examples` (objects with text_a, text_b, label) under the task's template.
+
+    Rows are `<s>` + template with texts + `</s>`, padded with the pad id to S = max_len.
+    Texts that do not fit are cut at the end (longest text first for pairs); the template and
+    `<mask>` are never cut. prompt_len: soft-prompt vectors the model inserts after `<s>`
+    ("cat" mode); the model then sees max_len + prompt_len positions, which must not exceed
+    max_positions (RoBERTa: 512; pass ModelConfig.max_seq_len for other shapes). In "add"
+    mode the prompt takes no extra positions: pass prompt_len=0.
+
+    ValueError when the template (with `<s>`, `</s>` and one token per text) does not fit in
+    max_len, when max_len + prompt_len > max_positions, when an example lacks a text the
+    template needs, or when a text itself contains the mask token.
+    """
+    t = as_task(task)
+    if max_len < 1 or prompt_len < 0:
+        raise ValueError(f"need max_len >= 1 and prompt_len >= 0, got {max_len} and {prompt_len}")
+    if max_len + prompt_len > max_positions:
+        raise ValueError(
+            f"max_len {max_len} + prompt_len {prompt_len} = {max_len + prompt_len} exceeds "
+            f"max_positions {max_positions}"
+        )
+    special = {
+        "<s>": tokenizer.cls_token_id, "</s>": tokenizer.sep_token_id,
+        "<pad>": tokenizer.pad_token_id, "<mask>": tokenizer.mask_token_id,
+    }
+    missing = [name for name, i in special.items() if i is None]
+    if missing:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} lacks special tokens {missing}")
+    bos, eos, pad, mask = special.values()
+
+    segments = t.segments
+    literal_ids = {}
+    for kind, value in segments:
+        if kind == "literal" and value not in literal_ids:
+            literal_ids[value] = _token_ids(tokenizer, [value])[0]
+    n_template = 3 + sum(len(literal_ids[v]) for kind, v in segments if kind == "literal")
+    fields = t.text_fields
+    budget = max_len - n_template
+    if budget < len(fields):
+        raise ValueError(
+            f"task {t.name!r}: the template takes {n_template} tokens (with <s>, </s> and "
+            f"<mask>) and needs >= {len(fields)} more for its text(s), but max_len is {max_len}"
+        )
+
+    prefixes = dict(seg for seg in segments if seg[0] in TEXT_FIELDS)
+    text_ids = {}
+    for field in fields:
+        texts = []
+        for i, ex in enumerate(examples):
+            text = getattr(ex, field, None)
+            if not isinstance(text, str) or not text:
+                raise ValueError(f"task {t.name!r}: example {i} has no {field} (got {text!r})")
+            texts.append(prefixes[field] + text)
+        text_ids[field] = _token_ids(tokenizer, texts)
+
+    n = len(examples)
+    input_ids = np.full((n, max_len), pad, dtype=np.int32)
+    attention = np.zeros((n, max_len), dtype=np.int32)
+    truncated = np.zeros((n,), dtype=bool)
+    for i in range(n):
+        full = [len(text_ids[f][i]) for f in fields]
+        kept = dict(zip(fields, _truncate(full, budget)))
+        truncated[i] = sum(kept.values()) < sum(full)
+        row = [bos]
+        for kind, value in segments:
+            if kind == "literal":
+                row += literal_ids[value]
+            elif kind == "mask":
+                row.append(mask)
+            else:
+                row += text_ids[kind][i][: kept[kind]]
+        row.append(eos)
+        input_ids[i, : len(row)] = row
+        attention[i, : len(row)] = 1
+    mask_onehot = (input_ids == mask).astype(np.float32)
+    n_masks = mask_onehot.sum(axis=1)
+    if n and np.any(n_masks != 1):
+        bad = np.flatnonzero(n_masks != 1)[:10].tolist()
+        raise ValueError(
+            f"task {t.name!r}: rows {bad} have {n_masks[bad].astype(int).tolist()} mask tokens, "
+            "expected 1 (a text contains the mask token)"
+        )
+    labels = np.array([int(ex.label) for ex in examples], dtype=np.int32).reshape(n)
+    return Batch(input_ids, attention, mask_onehot, labels, truncated)

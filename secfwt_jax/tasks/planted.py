@@ -1,0 +1,93 @@
+"""`planted`: a synthetic task that needs no download, the offline demo and the test bed.
+
+Inputs are random token sequences `<s> t_1 .. t_n <mask> </s>` (padded); labels come from a
+hidden teacher prompt P* = z* A on the same model (the teacher's label-word argmax at the
+mask), so the task is solvable by a prompt in the tuner's own search space (the same A): a
+tuner can reach ~100% train accuracy while the zero prompt sits near chance. Among a few
+seeded teacher draws, the one with the most balanced labels on which the zero prompt does
+worst is kept, so "near chance" is checked rather than hoped for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..model import embed_fn, position_ids, verbalizer_fn
+from .encode import Batch
+
+NAME = "planted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Planted:
+    """The generated splits, the label-word ids, and the (secret to the tuner) teacher."""
+
+    train: Batch
+    dev: Batch
+    test: Batch
+    label_word_ids: tuple[int, ...]
+    teacher_z: np.ndarray
+    zero_prompt_train_acc: float
+
+
+def random_batch(config: ModelConfig, n: int, seq_len: int, rng) -> np.ndarray:
+    """(n, seq_len) token ids `<s> t.. <mask> </s> <pad>..` with random lengths >= half."""
+    special = {config.pad_token_id, config.bos_token_id, config.eos_token_id, config.mask_token_id}
+    vocab = np.array([i for i in range(min(config.vocab_size, 5000)) if i not in special])
+    ids = np.full((n, seq_len), config.pad_token_id, np.int32)
+    for row in range(n):
+        length = int(rng.integers(max(1, (seq_len - 3) // 2), seq_len - 3 + 1))
+        ids[row, 0] = config.bos_token_id
+        ids[row, 1:1 + length] = rng.choice(vocab, length)
+        ids[row, 1 + length] = config.mask_token_id
+        ids[row, 2 + length] = config.eos_token_id
+    return ids
+
+
+def _batch(config, ids, labels) -> Batch:
+    return Batch(
+        input_ids=ids, attention_mask=(ids != config.pad_token_id).astype(np.int32),
+        mask_onehot=(ids == config.mask_token_id).astype(np.float32),
+        labels=labels.astype(np.int32), truncated=np.zeros(len(ids), bool),
+    )
+
+
+def make_planted(
+    config: ModelConfig, params, projection: np.ndarray, *, prompt_len: int, num_labels: int = 2,
+    n_train: int = 32, n_dev: int = 32, n_test: int = 64, seq_len: int = 12,
+    teacher_scale: float = 1.0, prompt_mode: str = "cat", seed: int = 0, draws: int = 8,
+) -> Planted:
+    """Generate the planted task for this model and projection A (d, L*H).
+
+    teacher_scale: std of the teacher's z* (the tuner starts from z = 0 with step size sigma0).
+    """
+    rng = np.random.default_rng(seed)
+    n = n_train + n_dev + n_test
+    ids = random_batch(config, n, seq_len, rng)
+    mask = (ids != config.pad_token_id).astype(np.int32)
+    onehot = (ids == config.mask_token_id).astype(np.float32)
+    candidates = [i for i in range(3, min(config.vocab_size, 5000)) if i != config.mask_token_id]
+    words = tuple(int(w) for w in rng.choice(candidates, num_labels, replace=False))
+    embeds = embed_fn(config, prompt_len, prompt_mode)(
+        params, ids, position_ids(mask, config, prompt_len, prompt_mode)
+    )
+    f = verbalizer_fn(config, words, prompt_mode)
+    hidden = config.hidden_size
+    zs = rng.standard_normal((draws, projection.shape[0])).astype(np.float32) * teacher_scale
+    prompts = np.concatenate([np.zeros((1, projection.shape[0]), np.float32), zs]) @ projection
+    logits = np.asarray(f(params, embeds, mask, onehot, prompts.reshape(-1, prompt_len, hidden)))
+    zero_pred, teacher_preds = logits[0].argmax(-1), logits[1:].argmax(-1)
+    split = np.split(np.arange(n), [n_train, n_train + n_dev])
+    # score: balanced classes, and a zero prompt at chance on the training split
+    balance = np.array([np.bincount(p, minlength=num_labels).min() / n for p in teacher_preds])
+    zero_acc = np.array([np.mean(p[split[0]] == zero_pred[split[0]]) for p in teacher_preds])
+    best = int(np.argmax(balance - np.abs(zero_acc - 1.0 / num_labels)))
+    labels = teacher_preds[best]
+    train, dev, test = (_batch(config, ids[s], labels[s]) for s in split)
+    return Planted(
+        train, dev, test, words, zs[best],
+        float(np.mean(zero_pred[split[0]] == labels[split[0]])),
+    )
