@@ -1,0 +1,81 @@
+"""Run one pure JAX function in plaintext (jax.jit) or under MPC (SecretFlow SPU).
+
+    from secfwt_jax.backend import make_backend
+    be = make_backend("aby3", mode="sim", field="FM64", fraction_bits=18, timeout_s=60)
+    params_h = be.put(params, owner="model")     # secret-shared once, resident in the parties
+    fn = be.compile(f)                           # compiled once per input shapes/dtypes
+    out, cost = fn(params_h, x1, x2)             # x1, x2 shared per call; out revealed (numpy)
+    kept, cost = fn(params_h, x1, reveal=False)  # out stays shared: a Handle for later calls
+    be.counters; be.close()                      # or `with make_backend(...) as be:`
+
+Handles may stand anywhere a whole argument pytree goes (also as a leaf inside one).
+`cost` is a CallCost (cost.py); `estimate_time(cost, "lan")` models it on a network
+(network.py). Protocols: plaintext, aby3 (3 parties), semi2k (2), cheetah (2), ref2k (1,
+debugging only: no security). Modes: "sim" (parties are threads, in-memory links) and "mp" (one
+OS process per party, brpc links). docs/backend.md describes roles, costs and faults.
+
+spu is imported only by spu_backend.py / spu_party.py, and only when make_backend asks for an
+SPU protocol, so the plaintext path runs where spu is not installed.
+"""
+
+from __future__ import annotations
+
+from .common import (
+    DEFAULT_FRACTION_BITS,
+    FIELDS,
+    MODES,
+    PROTOCOL_PARTIES,
+    PROTOCOLS,
+    BackendError,
+    Handle,
+)
+from .cost import OP_CLASSES, CallCost, CostParseError, OpClassCost, sum_costs
+from .network import NETWORKS, NetworkSetting, TimeEstimate, estimate_time
+
+
+def _check(kind: str, value, accepted) -> None:
+    if value not in accepted:
+        raise ValueError(f"unknown {kind} {value!r}; accepted: {', '.join(map(str, accepted))}")
+
+
+def make_backend(
+    protocol: str = "plaintext", mode: str = "sim", field: str = "FM64",
+    fraction_bits: int | None = 18, timeout_s: float = 60.0, addresses: list[str] | None = None,
+    runtime_options: dict | None = None, compiler_options: dict | None = None,
+):
+    """A backend by name.
+
+    protocol: one of PROTOCOLS. mode: "sim" or "mp" (SPU protocols only). field: "FM64" or
+    "FM128". fraction_bits: fixed-point fraction bits (SPU's fxp_fraction_bits); None: the
+    field's SPU default (DEFAULT_FRACTION_BITS: 18 for FM64, 26 for FM128).
+    timeout_s: a party that sends nothing (sim: no message arrives; mp: no heartbeat) for this
+    many seconds makes the call fail with a BackendError (PartyError) naming it.
+    addresses: "host:port" of each party in mp mode (default: free loopback ports).
+    runtime_options / compiler_options: extra SPU RuntimeConfig / CompilerOptions attributes.
+    Unknown names raise ValueError listing the accepted ones.
+    """
+    _check("protocol", protocol, PROTOCOLS)
+    _check("mode", mode, MODES)
+    _check("field", field, FIELDS)
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    if fraction_bits is None:
+        fraction_bits = DEFAULT_FRACTION_BITS[field]
+    if protocol == "plaintext":
+        from .plaintext import PlaintextBackend
+
+        return PlaintextBackend()
+    from .spu_backend import SpuBackend
+
+    return SpuBackend(
+        protocol, mode=mode, field=field, fraction_bits=fraction_bits, timeout_s=timeout_s,
+        addresses=addresses, runtime_options=runtime_options, compiler_options=compiler_options,
+    )
+
+
+__all__ = [
+    "DEFAULT_FRACTION_BITS", "FIELDS", "MODES", "NETWORKS", "OP_CLASSES", "PROTOCOLS",
+    "PROTOCOL_PARTIES",
+    "BackendError", "CallCost", "CostParseError", "Handle", "NetworkSetting", "OpClassCost",
+    "TimeEstimate", "estimate_time", "make_backend", "sum_costs",
+]
