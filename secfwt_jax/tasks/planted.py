@@ -3,8 +3,9 @@
 Inputs are random token sequences `<s> t_1 .. t_n <mask> </s>` (padded); labels come from a
 hidden teacher prompt P* = z* A on the same model (the teacher's label-word argmax at the
 mask), so the task is solvable by a prompt in the tuner's own search space (the same A): a
-tuner can reach ~100% train accuracy while the zero prompt sits near chance. Among a few
-seeded teacher draws, the one with the most balanced labels on which the zero prompt does
+tuner can reach ~100% train accuracy while the zero prompt sits near chance. Of `pool` times
+more random inputs than needed, those with the widest teacher margin are kept. Among seeded
+teacher draws, the one with the most balanced labels on which the zero prompt does
 worst is kept, so "near chance" is checked rather than hoped for.
 """
 
@@ -55,18 +56,31 @@ def _batch(config, ids, labels) -> Batch:
     )
 
 
+def _widest_per_class(margin, pred, n, num_labels, rng) -> np.ndarray:
+    """Indices (n,) of the inputs with the widest margins, n // C from each predicted class
+    (fewer when a class is rare; the rest from the widest of any class), in shuffled order."""
+    chosen = []
+    for c in range(num_labels):
+        idx = np.flatnonzero(pred == c)
+        chosen.extend(idx[np.argsort(margin[idx])[::-1][: n // num_labels]])
+    rest = [i for i in np.argsort(margin)[::-1] if i not in set(chosen)]
+    chosen.extend(rest[: n - len(chosen)])
+    return rng.permutation(np.array(chosen))
+
+
 def make_planted(
     config: ModelConfig, params, projection: np.ndarray, *, prompt_len: int, num_labels: int = 2,
     n_train: int = 32, n_dev: int = 32, n_test: int = 64, seq_len: int = 12,
-    teacher_scale: float = 1.0, prompt_mode: str = "cat", seed: int = 0, draws: int = 8,
+    teacher_scale: float = 1.0, prompt_mode: str = "cat", seed: int = 0, draws: int = 32, pool: int = 3,
 ) -> Planted:
     """Generate the planted task for this model and projection A (d, L*H).
 
     teacher_scale: std of the teacher's z* (the tuner starts from z = 0 with step size sigma0).
+    pool: inputs generated per input kept (the kept ones have the widest teacher margins).
     """
     rng = np.random.default_rng(seed)
     n = n_train + n_dev + n_test
-    ids = random_batch(config, n, seq_len, rng)
+    ids = random_batch(config, pool * n, seq_len, rng)
     mask = (ids != config.pad_token_id).astype(np.int32)
     onehot = (ids == config.mask_token_id).astype(np.float32)
     candidates = [i for i in range(3, min(config.vocab_size, 5000)) if i != config.mask_token_id]
@@ -79,15 +93,27 @@ def make_planted(
     zs = rng.standard_normal((draws, projection.shape[0])).astype(np.float32) * teacher_scale
     prompts = np.concatenate([np.zeros((1, projection.shape[0]), np.float32), zs]) @ projection
     logits = np.asarray(f(params, embeds, mask, onehot, prompts.reshape(-1, prompt_len, hidden)))
-    zero_pred, teacher_preds = logits[0].argmax(-1), logits[1:].argmax(-1)
+    # keep, per teacher, the n inputs with the widest teacher margin (top-1 minus top-2 logit):
+    # labels decided by near-ties would be noise for any tuner
+    # (n // C per class, so the classes stay balanced)
+    top2 = np.sort(logits[1:], axis=-1)[..., -2:]
+    margin, pred = top2[..., 1] - top2[..., 0], logits[1:].argmax(-1)
+    keep = np.stack([_widest_per_class(m, p, n, num_labels, rng) for m, p in zip(margin, pred)])
+    zero_pred = logits[0].argmax(-1)[keep]  # (draws, n)
+    teacher_preds = np.take_along_axis(logits[1:].argmax(-1), keep, 1)
     split = np.split(np.arange(n), [n_train, n_train + n_dev])
     # score: balanced classes, and a zero prompt at chance on the training split
     balance = np.array([np.bincount(p, minlength=num_labels).min() / n for p in teacher_preds])
-    zero_acc = np.array([np.mean(p[split[0]] == zero_pred[split[0]]) for p in teacher_preds])
-    best = int(np.argmax(balance - np.abs(zero_acc - 1.0 / num_labels)))
-    labels = teacher_preds[best]
-    train, dev, test = (_batch(config, ids[s], labels[s]) for s in split)
-    return Planted(
-        train, dev, test, words, zs[best],
-        float(np.mean(zero_pred[split[0]] == labels[split[0]])),
-    )
+    zero_acc = np.mean(teacher_preds[:, split[0]] == zero_pred[:, split[0]], axis=1)
+    ok = (balance >= 0.3 / num_labels) & (zero_acc <= 1.0 / num_labels + 0.1)
+    if not ok.any():
+        raise ValueError(
+            f"planted task: none of {draws} teacher draws gives balanced labels with the zero "
+            f"prompt near chance (zero-prompt accuracies {np.round(zero_acc, 2).tolist()}); "
+            "raise teacher_scale or draws, or use a model whose output depends on its input "
+            "(e.g. initializer_range 0.3 for random tiny models)"
+        )
+    best = int(np.argmax(np.where(ok, balance - np.abs(zero_acc - 1.0 / num_labels), -np.inf)))
+    labels, rows = teacher_preds[best], ids[keep[best]]
+    train, dev, test = (_batch(config, rows[s], labels[s]) for s in split)
+    return Planted(train, dev, test, words, zs[best], float(zero_acc[best]))

@@ -1,0 +1,257 @@
+"""The forward-only tuning loop (SecFwT / Black-Box Tuning), on the data owner's side.
+
+Per generation: ask P candidates z (P, d); prompts = z @ A (+ p0), (P, L, H); one backend call
+evaluates all P x B sequences and reveals only the verbalizer logits (or only the P losses);
+the loss is computed in plaintext; tell. Dev evaluation every `eval_every` generations with
+early stopping, the best prompt kept, a final test metric. A checkpoint every
+`checkpoint_every` generations: a run killed and resumed ends in the state an uninterrupted run
+with the same seed reaches (exactly on the plaintext backend; under MPC the losses carry
+fixed-point noise that differs between runs, see docs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..tasks.metrics import accuracy
+from .checkpoint import load_state, save_state
+from .evaluator import PromptEvaluator
+from .optimizers import make_optimizer
+from .projection import embedding_std, make_projection, prompts_from_z
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningConfig:
+    """Hyper-parameters of one forward-only tuning run (defaults: Black-Box Tuning's).
+
+    budget: forward queries = popsize x generations (BBT: 8000). eval_every, checkpoint_every:
+    in generations (0 = never). patience: dev evaluations without improvement before stopping
+    (0 = no early stopping).
+    """
+
+    optimizer: str = "cmaes"
+    popsize: int = 20
+    intrinsic_dim: int = 500
+    prompt_len: int = 50
+    prompt_mode: str = "cat"
+    projection: str = "normal"
+    sigma0: float = 1.0
+    budget: int = 8000
+    loss: str = "ce"
+    reveal: str = "logits"
+    eval_every: int = 50
+    patience: int = 0
+    checkpoint_every: int = 10
+    seed: int = 0
+
+    @property
+    def generations(self) -> int:
+        return self.budget // self.popsize
+
+    def __post_init__(self):
+        if self.budget < self.popsize:
+            raise ValueError(
+                f"budget {self.budget} is smaller than one generation (popsize {self.popsize})"
+            )
+
+
+def tuning_projection(cfg: TuningConfig, model_config, params) -> jax.Array:
+    """The data owner's fixed random projection A (d, L*H) for this run's seed (BBT Sec. 3.2).
+
+    A never leaves the data owner; the servers only ever see prompts z @ A.
+    """
+    key_a = jax.random.split(jax.random.PRNGKey(cfg.seed))[0]
+    std = embedding_std(params["word_embeddings"]) if cfg.projection == "normal" else None
+    return make_projection(
+        key_a, cfg.intrinsic_dim, cfg.prompt_len, model_config.hidden_size,
+        kind=cfg.projection, sigma0=cfg.sigma0, embed_std=std,
+    )
+
+
+class Tuner:
+    """Runs `TuningConfig` on a backend for one task's example sets.
+
+    metric_fn(preds, labels) -> dict of metrics, main_metric the key used for model selection.
+    """
+
+    def __init__(
+        self, cfg: TuningConfig, backend, model_config, params, label_word_ids, *,
+        metric_fn=None, main_metric: str = "accuracy", run_dir: str | None = None,
+        progress: bool = True,
+    ):
+        self.cfg, self.backend, self.model_config = cfg, backend, model_config
+        self.metric_fn = metric_fn or (lambda p, y: {"accuracy": accuracy(p, y)})
+        self.main_metric, self.run_dir, self.progress = main_metric, run_dir, progress
+        self.key_opt = jax.random.split(jax.random.PRNGKey(cfg.seed))[1]
+        self.A = tuning_projection(cfg, model_config, params)
+        self.opt = make_optimizer(
+            cfg.optimizer, dim=cfg.intrinsic_dim, popsize=cfg.popsize, sigma0=cfg.sigma0
+        )
+        self._ask, self._tell = jax.jit(self.opt.ask), jax.jit(self.opt.tell)
+        self.params_handle = backend.put(params, owner="model")
+        self.evaluator = PromptEvaluator(
+            backend, model_config, self.params_handle, label_word_ids,
+            prompt_len=cfg.prompt_len, prompt_mode=cfg.prompt_mode, loss=cfg.loss,
+            reveal=cfg.reveal,
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def prompts(self, z) -> np.ndarray:
+        """(P, L, H) soft prompts of candidates z (P, d)."""
+        return np.asarray(prompts_from_z(jnp.asarray(z), self.A, prompt_len=self.cfg.prompt_len))
+
+    def evaluate(self, example_sets, z) -> dict:
+        """Metrics of the prompt of z (d,) over a list of shared example sets."""
+        prompt = self.prompts(np.asarray(z)[None])[0]
+        preds = np.concatenate([self.evaluator.predict(s, prompt) for s in example_sets])
+        labels = np.concatenate([s.labels for s in example_sets])
+        return self.metric_fn(preds, labels)
+
+    def _path(self, name):
+        return None if self.run_dir is None else os.path.join(self.run_dir, name)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, train, dev=None, test=None, resume: bool = True, stop_after: int | None = None):
+        """Tune on `train`; select on `dev`; report on `test` (Batches; test may be a list of
+        Batches, shared chunk by chunk). Returns the summary dict.
+
+        stop_after: end the process-level loop after this many generations of this call
+        without finishing (used to test kill-and-resume); the checkpoint is written first.
+        """
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        if self.run_dir:
+            os.makedirs(self.run_dir, exist_ok=True)
+        train_set = self.evaluator.share_examples(train)
+        dev_sets = [self.evaluator.share_examples(dev)] if dev is not None else []
+        state = self.opt.init(self.key_opt, jnp.zeros(cfg.intrinsic_dim, jnp.float32))
+        loop = dict(generation=0, best_dev=None, best_dev_z=None, evals_since_best=0,
+                    bytes_total=0, wall_s=0.0, stopped_early=False)
+        zero = np.zeros(cfg.intrinsic_dim, np.float32)
+        initial_train = self.evaluate([train_set], zero)
+        ck = self._path("checkpoint")
+        if resume and ck and (os.path.exists(ck) or os.path.exists(ck + ".old")):
+            state, loop = load_run(ck, like=state)
+            _truncate_jsonl(self._path("metrics.jsonl"), loop["generation"])
+        bytes_before = self.evaluator.bytes_total - loop["bytes_total"]
+        wall_before = time.perf_counter() - loop["wall_s"]
+        bar = _progress(cfg.generations, loop["generation"], self.progress)
+        done_here = 0
+        while loop["generation"] < cfg.generations and not loop["stopped_early"]:
+            z, state = self._ask(state)
+            losses, _ = self.evaluator.losses(train_set, self.prompts(np.asarray(z)))
+            state = self._tell(state, z, jnp.asarray(losses, jnp.float32))
+            loop["generation"] += 1
+            gen = loop["generation"]
+            rec = dict(
+                generation=gen, queries=gen * cfg.popsize, loss=float(np.mean(losses)),
+                min_loss=float(np.min(losses)), best_loss=float(state.best_f),
+            )
+            if dev_sets and cfg.eval_every and (gen % cfg.eval_every == 0 or gen == cfg.generations):
+                metric = self.evaluate(dev_sets, state.best_x)[self.main_metric]
+                rec["dev_metric"] = metric
+                if loop["best_dev"] is None or metric > loop["best_dev"]:
+                    loop["best_dev"], loop["best_dev_z"] = metric, np.asarray(state.best_x).tolist()
+                    loop["evals_since_best"] = 0
+                else:
+                    loop["evals_since_best"] += 1
+                    if cfg.patience and loop["evals_since_best"] >= cfg.patience:
+                        loop["stopped_early"] = True
+            loop["bytes_total"] = self.evaluator.bytes_total - bytes_before
+            loop["wall_s"] = time.perf_counter() - wall_before
+            rec.update(bytes_total=loop["bytes_total"], wall_s=round(loop["wall_s"], 4))
+            _append_jsonl(self._path("metrics.jsonl"), rec)
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", dev=rec.get("dev_metric", loop["best_dev"]),
+                            MB=f"{loop['bytes_total'] / 1e6:.1f}")
+            if ck and cfg.checkpoint_every and (gen % cfg.checkpoint_every == 0 or gen == cfg.generations):
+                save_run(ck, state, loop)
+            done_here += 1
+            if stop_after is not None and done_here >= stop_after:
+                bar.close()
+                return None
+        bar.close()
+        final_z = np.asarray(loop["best_dev_z"] if loop["best_dev_z"] is not None else state.best_x)
+        train_metrics = self.evaluate([train_set], final_z)
+        summary: dict[str, Any] = dict(
+            generations=loop["generation"], queries=loop["generation"] * cfg.popsize,
+            final_loss=float(state.best_f), initial_train_acc=initial_train["accuracy"],
+            train_acc=train_metrics["accuracy"], dev_metric=loop["best_dev"],
+            stopped_early=loop["stopped_early"],
+        )
+        if test is not None:
+            chunks = test if isinstance(test, list | tuple) else [test]
+            test_sets = [self.evaluator.share_examples(c) for c in chunks]
+            summary["test_metrics"] = self.evaluate(test_sets, final_z)
+            summary["test_metric"] = summary["test_metrics"][self.main_metric]
+        else:
+            summary["test_metric"] = None
+        summary.update(
+            bytes_total=self.evaluator.bytes_total - bytes_before,
+            bytes_tuning=loop["bytes_total"], wall_s=round(time.perf_counter() - t0, 3),
+            backend_calls=self.evaluator.calls, best_z=final_z.tolist(),
+        )
+        self.final_state = state
+        return summary
+
+
+def save_run(directory: str, state, loop: dict) -> None:
+    """Write the optimizer state and the loop's bookkeeping atomically: into a fresh folder,
+    then renamed over the old one, so a kill mid-write leaves the previous checkpoint whole."""
+    tmp = directory + ".tmp"
+    os.makedirs(tmp, exist_ok=True)
+    save_state(os.path.join(tmp, "optimizer.npz"), state)
+    with open(os.path.join(tmp, "loop.json"), "w") as f:
+        json.dump(loop, f)
+    old = directory + ".old"
+    if os.path.exists(directory):
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if os.path.exists(old):
+        import shutil
+
+        shutil.rmtree(old)
+
+
+def load_run(directory: str, like):
+    """(optimizer state, loop bookkeeping) of a checkpoint written by `save_run`."""
+    if not os.path.exists(os.path.join(directory, "loop.json")) and os.path.exists(
+        directory + ".old"
+    ):
+        directory += ".old"  # killed between the two renames
+    state = load_state(os.path.join(directory, "optimizer.npz"), like=like)
+    with open(os.path.join(directory, "loop.json")) as f:
+        return state, json.load(f)
+
+
+def _append_jsonl(path, rec):
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def _truncate_jsonl(path, generation: int):
+    """Drop metric lines written after the checkpoint, so a resumed run's file equals an
+    uninterrupted run's."""
+    if not path or not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if json.loads(line)["generation"] <= generation]
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
+def _progress(total, initial, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="gen", desc="tuning")

@@ -1,0 +1,115 @@
+"""The forward-only tuning loop on the planted task: it learns, it resumes exactly, and the
+secure losses of a generation's candidates equal the plaintext ones."""
+
+import json
+
+import numpy as np
+import pytest
+
+from secfwt_jax import ModelConfig, init_params
+from secfwt_jax.backend import make_backend
+from secfwt_jax.tasks.planted import make_planted
+from secfwt_jax.tuning.evaluator import PromptEvaluator, candidate_losses
+from secfwt_jax.tuning.loop import Tuner, TuningConfig, tuning_projection
+
+# The planted configuration of experiments/conf (task=planted model=tiny method=fot_puma).
+CFG = ModelConfig.preset(
+    "tiny", initializer_range=0.3, attention="softmax_puma", activation="gelu_puma"
+)
+TCFG = TuningConfig(popsize=6, intrinsic_dim=4, prompt_len=4, budget=90, eval_every=5,
+                    checkpoint_every=5, seed=1)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    params = init_params(CFG, seed=0)
+    task = make_planted(CFG, params, np.asarray(tuning_projection(TCFG, CFG, params)),
+                        prompt_len=TCFG.prompt_len, n_train=16, n_dev=16, n_test=32,
+                        seq_len=10, teacher_scale=3.0, seed=1)
+    return params, task
+
+
+def tune(params, task, backend, tcfg=TCFG, run_dir=None, **kw):
+    tuner = Tuner(tcfg, backend, CFG, params, task.label_word_ids, run_dir=run_dir, progress=False)
+    return tuner, tuner.run(task.train, task.dev, task.test, **kw)
+
+
+def test_planted_zero_prompt_is_near_chance(setup):
+    _, task = setup
+    assert task.zero_prompt_train_acc <= 0.6
+    assert 0.3 <= task.train.labels.mean() <= 0.7
+
+
+def test_plaintext_tuning_learns_the_planted_task(setup):
+    params, task = setup
+    _, s = tune(params, task, make_backend("plaintext"))
+    assert s["initial_train_acc"] <= 0.6
+    assert s["train_acc"] >= 0.9
+    assert s["queries"] == 90 and s["generations"] == 15
+
+
+def test_killed_and_resumed_run_ends_in_the_uninterrupted_state(setup, tmp_path):
+    params, task = setup
+    tcfg = TCFG
+    full_tuner, full = tune(params, task, make_backend("plaintext"), tcfg, str(tmp_path / "a"))
+    # the "killed" run stops after 7 generations: its last checkpoint is at generation 5
+    _, partial = tune(params, task, make_backend("plaintext"), tcfg, str(tmp_path / "b"),
+                      stop_after=7)
+    assert partial is None
+    resumed_tuner, resumed = tune(params, task, make_backend("plaintext"), tcfg, str(tmp_path / "b"))
+    np.testing.assert_array_equal(np.asarray(full_tuner.final_state.mean),
+                                  np.asarray(resumed_tuner.final_state.mean))
+    assert full["best_z"] == resumed["best_z"] and full["train_acc"] == resumed["train_acc"]
+    lines = lambda d: [json.loads(x)["loss"] for x in open(tmp_path / d / "metrics.jsonl")]  # noqa: E731
+    assert lines("a") == lines("b") and len(lines("a")) == 15
+
+
+def test_reveal_loss_gives_the_same_losses_as_reveal_logits(setup):
+    params, task = setup
+    be = make_backend("plaintext")
+    z = np.random.default_rng(0).standard_normal((5, TCFG.intrinsic_dim)).astype(np.float32)
+    A = np.asarray(tuning_projection(TCFG, CFG, params))
+    prompts = (z @ A).reshape(5, TCFG.prompt_len, CFG.hidden_size)
+    got = {}
+    for reveal in ("logits", "loss"):
+        ev = PromptEvaluator(be, CFG, be.put(params, owner="model"), task.label_word_ids,
+                             prompt_len=TCFG.prompt_len, reveal=reveal)
+        got[reveal], _ = ev.losses(ev.share_examples(task.train), prompts)
+    np.testing.assert_allclose(got["logits"], got["loss"], rtol=1e-5)
+
+
+def test_candidate_losses_cross_entropy_and_hinge():
+    logits = np.array([[[2.0, 0.0], [0.0, 3.0]]])
+    labels = np.array([0, 0])
+    ce = float(candidate_losses(logits, labels, "ce")[0])
+    want = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(3.0))])
+    assert ce == pytest.approx(want, rel=1e-5)
+    assert float(candidate_losses(logits, labels, "hinge")[0]) == pytest.approx((0 + 4.0) / 2)
+    with pytest.raises(ValueError, match="unknown loss 'l2'; accepted: ce, hinge"):
+        candidate_losses(logits, labels, "l2")
+
+
+def test_budget_smaller_than_a_generation_is_an_error():
+    with pytest.raises(ValueError, match="budget 5 is smaller than one generation"):
+        TuningConfig(popsize=10, budget=5)
+
+
+@pytest.mark.slow
+def test_aby3_tuning_learns_and_its_losses_match_plaintext(setup):
+    """Under ABY3 the planted task is learnt as in plaintext, and each generation's candidate
+    losses equal the plaintext losses of the same candidates within 1e-2."""
+    params, task = setup
+    tcfg = TuningConfig(**{**TCFG.__dict__, "checkpoint_every": 0})
+    with make_backend("aby3") as be:
+        tuner, s = tune(params, task, be, tcfg)
+        assert s["initial_train_acc"] <= 0.6 and s["train_acc"] >= 0.9
+        assert s["bytes_total"] > 0
+        # the same candidates through both backends
+        z = np.random.default_rng(1).standard_normal((6, tcfg.intrinsic_dim)).astype(np.float32)
+        secure, _ = tuner.evaluator.losses(tuner.evaluator.share_examples(task.train),
+                                           tuner.prompts(z))
+    plain_tuner = Tuner(tcfg, make_backend("plaintext"), CFG, params, task.label_word_ids,
+                        progress=False)
+    plain, _ = plain_tuner.evaluator.losses(plain_tuner.evaluator.share_examples(task.train),
+                                            plain_tuner.prompts(z))
+    assert np.max(np.abs(secure - plain)) <= 1e-2
