@@ -15,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -33,7 +34,8 @@ from secfwt_jax.tuning.loop import Tuner, TuningConfig, tuning_projection  # noq
 
 def model_from_config(cfg: DictConfig, tokenizer=None):
     """(ModelConfig, params) for the model group, the method's layer variants and, with a
-    real tokenizer, its vocabulary size and special-token ids."""
+    real tokenizer, its vocabulary size, special-token ids and (for presets) its maximum
+    length."""
     overrides = {k: cfg.method[k] for k in (
         "attention", "activation", "num_features", "feature_kind", "normalize_qk")}
     if tokenizer is not None:
@@ -42,6 +44,8 @@ def model_from_config(cfg: DictConfig, tokenizer=None):
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             mask_token_id=tokenizer.mask_token_id,
         )
+        if not cfg.model.path and not cfg.model.max_position_embeddings:
+            overrides["max_position_embeddings"] = tokenizer_positions(tokenizer)
     if cfg.model.path:
         if cfg.model.layers:
             raise ValueError("model.layers applies to presets only, not to a checkpoint")
@@ -53,7 +57,24 @@ def model_from_config(cfg: DictConfig, tokenizer=None):
         overrides["max_position_embeddings"] = int(cfg.model.max_position_embeddings)
     overrides["initializer_range"] = float(cfg.model.initializer_range)
     config = ModelConfig.from_name(cfg.model.name, **overrides)
-    return config, init_params(config, seed=cfg.seed)
+    return config, init_params(config, seed=int(cfg.model.init_seed))
+
+
+def tokenizer_positions(tokenizer) -> int:
+    """Position-table size for a tokenizer: the max_position_embeddings of the config.json
+    beside its files, else its model_max_length plus RoBERTa's offset (pad id + 1)."""
+    path = os.path.join(str(getattr(tokenizer, "name_or_path", "")), "config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            n = json.load(f).get("max_position_embeddings")
+        if n:
+            return int(n)
+    limit = int(tokenizer.model_max_length)
+    if limit < 100_000:  # transformers' "no limit" sentinel is huge
+        return limit + tokenizer.pad_token_id + 1
+    raise ValueError(
+        "the tokenizer states no maximum length: set model.max_position_embeddings (RoBERTa: 514)"
+    )
 
 
 def tuning_config(cfg: DictConfig) -> TuningConfig:
@@ -106,12 +127,12 @@ def command_line() -> str:
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
     tcfg = tuning_config(cfg)
-    config, params, words, train, dev, test, metric_fn, main = load_task_data(cfg, tcfg)
     p = cfg.protocol
-    backend = make_backend(
+    backend = make_backend(  # first: bad protocol settings fail before any work
         p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s
     )
     with backend:
+        config, params, words, train, dev, test, metric_fn, main = load_task_data(cfg, tcfg)
         tuner = Tuner(
             tcfg, backend, config, params, words, metric_fn=metric_fn, main_metric=main,
             run_dir=run_dir, progress=bool(cfg.progress),
@@ -145,6 +166,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     run_dir = HydraConfig.get().runtime.output_dir
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:

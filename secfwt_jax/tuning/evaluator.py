@@ -20,6 +20,9 @@ from ..config import ModelConfig
 from ..model import embed_fn, position_ids, verbalizer_fn
 
 LOSSES = ("ce", "hinge")
+# One-hot entries (tokens x (vocab + positions)) shared per secure embedding call: 2^25 float32
+# is 128 MiB in the data owner's memory before sharing.
+EMBED_CHUNK_ELEMENTS = 1 << 25
 REVEALS = ("logits", "loss")
 
 
@@ -77,6 +80,7 @@ class PromptEvaluator:
             return candidate_losses(logits, jnp.argmax(labels_onehot, -1), loss)
 
         self._losses = backend.compile(losses)
+        self._concat = None
         self.costs: list = []  # one CallCost per backend call, in order
 
     @property
@@ -97,13 +101,18 @@ class PromptEvaluator:
         encoding of its own data) and compute the embeddings under MPC, keeping the result
         secret in the parties. Raises ValueError when the prompt would not fit.
         """
+        if (np.shape(batch.input_ids) != np.shape(batch.attention_mask)
+                or np.shape(batch.mask_onehot) != np.shape(batch.input_ids)):
+            raise ValueError(
+                f"mismatched batch shapes: input_ids {np.shape(batch.input_ids)}, attention_mask "
+                f"{np.shape(batch.attention_mask)}, mask_onehot {np.shape(batch.mask_onehot)}"
+            )
         ids = np.asarray(batch.input_ids, np.int32)
         mask = np.asarray(batch.attention_mask, np.int32)
-        if ids.shape != mask.shape or np.asarray(batch.mask_onehot).shape != ids.shape:
-            raise ValueError(
-                f"mismatched batch shapes: input_ids {ids.shape}, attention_mask {mask.shape}, "
-                f"mask_onehot {np.asarray(batch.mask_onehot).shape}"
-            )
+        # drop trailing columns that are padding in every row: same outputs, fewer tokens
+        width = int(np.flatnonzero(mask.any(0)).max()) + 1 if mask.any() else 1
+        ids, mask = ids[:, :width], mask[:, :width]
+        mask_onehot = np.asarray(batch.mask_onehot, np.float32)[:, :width]
         pos = position_ids(mask, self.config, self.prompt_len, self.prompt_mode)
         if int(ids.max()) >= self.config.vocab_size:
             raise ValueError(
@@ -112,12 +121,8 @@ class PromptEvaluator:
             )
         labels = np.asarray(batch.labels, np.int32)
         labels_onehot = np.eye(self.num_labels, dtype=np.float32)[labels]
-        mask_onehot = np.asarray(batch.mask_onehot, np.float32)
         if self.secure:
-            tokens = np.eye(self.config.vocab_size, dtype=np.float32)[ids]
-            positions = np.eye(self.config.max_position_embeddings, dtype=np.float32)[pos]
-            embeds, cost = self._embed(self.params, tokens, positions, reveal=False)
-            self._account(cost)
+            embeds = self._secure_embeds(ids, pos)
             put = self.backend.put
             return ExampleSet(
                 embeds, put(mask, owner="data"), put(mask_onehot, owner="data"),
@@ -126,6 +131,29 @@ class PromptEvaluator:
         embeds, cost = self._embed(self.params, ids, pos)
         self._account(cost)
         return ExampleSet(embeds, mask, mask_onehot, labels_onehot, labels, len(labels))
+
+    def _secure_embeds(self, ids, pos):
+        """Embeddings of (N, S) token ids kept secret in the parties: one-hot rows, shared in
+        chunks of at most `EMBED_CHUNK_ELEMENTS` one-hot entries (a (N, S, V) one-hot of a
+        real vocabulary does not fit in memory at once), then concatenated under MPC."""
+        v, p = self.config.vocab_size, self.config.max_position_embeddings
+        rows = max(1, EMBED_CHUNK_ELEMENTS // (ids.shape[1] * (v + p)))
+        parts = []
+        for start in range(0, len(ids), rows):
+            tokens = np.eye(v, dtype=np.float32)[ids[start:start + rows]]
+            positions = np.eye(p, dtype=np.float32)[pos[start:start + rows]]
+            part, cost = self._embed(self.params, tokens, positions, reveal=False)
+            self._account(cost)
+            parts.append(part)
+        if len(parts) == 1:
+            return parts[0]
+        if self._concat is None:
+            self._concat = self.backend.compile(lambda *xs: jnp.concatenate(xs, axis=0))
+        embeds, cost = self._concat(*parts, reveal=False)
+        self._account(cost)
+        for part in parts:
+            self.backend.delete(part)
+        return embeds
 
     def logits(self, examples: ExampleSet, prompts) -> np.ndarray:
         """(P, B, C) label-word logits revealed to the data owner. prompts (P, L, H)."""

@@ -57,6 +57,16 @@ class TuningConfig:
         return self.budget // self.popsize
 
     def __post_init__(self):
+        from ..config import PROMPT_MODES, check_choice
+        from .evaluator import LOSSES, REVEALS
+        from .optimizers import OPTIMIZERS
+        from .projection import PROJECTIONS
+
+        check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("reveal", self.reveal, REVEALS)
+        check_choice("prompt_mode", self.prompt_mode, PROMPT_MODES)
+        check_choice("projection", self.projection, PROJECTIONS)
         if self.budget < self.popsize:
             raise ValueError(
                 f"budget {self.budget} is smaller than one generation (popsize {self.popsize})"

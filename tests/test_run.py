@@ -1,0 +1,85 @@
+"""`python experiments/run.py`: run directories, summaries, multirun tables, bad input."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = pathlib.Path(os.environ.get("SECFWT_SHARED", ROOT.parent / "shared"))
+
+
+def run(*overrides, cwd=ROOT, check=True):
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), *overrides, "progress=false"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=1200)
+    if check and out.returncode != 0:
+        raise AssertionError(out.stdout[-3000:] + out.stderr[-3000:])
+    return out
+
+
+def test_planted_run_writes_config_metrics_and_summary(tmp_path):
+    run(f"hydra.run.dir={tmp_path}", "budget=30")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("task", "protocol", "model", "generations", "queries", "final_loss", "train_acc",
+                "dev_metric", "test_metric", "bytes_total", "wall_s", "command",
+                "network_estimates"):
+        assert key in summary, key
+    assert summary["queries"] == 30 and summary["generations"] == 5
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and {"loss", "best_loss", "bytes_total", "wall_s"} <= set(json.loads(lines[0]))
+    assert "dev_metric" in json.loads(lines[4])
+    assert "protocol:" in (tmp_path / "config.yaml").read_text()
+
+
+def test_rerun_in_the_same_directory_resumes_without_repeating_work(tmp_path):
+    run(f"hydra.run.dir={tmp_path}", "budget=30")
+    first = (tmp_path / "metrics.jsonl").read_text()
+    run(f"hydra.run.dir={tmp_path}", "budget=30")
+    assert (tmp_path / "metrics.jsonl").read_text() == first
+
+
+def test_multirun_prints_one_table_for_all_protocols(tmp_path):
+    out = run("-m", "protocol=plaintext,ref2k", "budget=12", f"hydra.sweep.dir={tmp_path}")
+    table = (tmp_path / "summary.md").read_text()
+    assert "| plaintext |" in table and "| ref2k |" in table
+    assert table.splitlines()[0] in out.stdout
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("task=imdb", "Could not find 'task/imdb'"),
+        ("protocol=spdz", "Could not find 'protocol/spdz'"),
+        ("protocol.field=FM32", "unknown field 'FM32'; accepted: FM64, FM128"),
+        ("optimizer.name=adam", "unknown optimizer 'adam'; accepted: cmaes, sepcmaes, zo"),
+        ("budget=3", "budget 3 is smaller than one generation"),
+    ],
+)
+def test_bad_input_names_the_value_and_the_accepted_ones(override, message, tmp_path):
+    out = run(f"hydra.run.dir={tmp_path}", override, check=False)
+    assert out.returncode != 0
+    assert message in out.stdout + out.stderr
+
+
+def test_real_task_without_data_dir_is_a_clear_error(tmp_path, monkeypatch):
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("SECFWT_")}
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "task=mrpc",
+           f"hydra.run.dir={tmp_path}", f"tokenizer={tmp_path / 'no-tokenizer'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env_free, timeout=300)
+    assert out.returncode != 0 and "no-tokenizer" in out.stderr + out.stdout
+
+
+@pytest.mark.data
+def test_mrpc_plaintext_runs_on_the_real_data(tmp_path):
+    data, tok = SHARED / "data", SHARED / "tokenizer" / "roberta-base"
+    if not (data / "mrpc").is_dir() or not tok.is_dir():
+        pytest.skip(f"real data/tokenizer not found under {SHARED} (set SECFWT_SHARED)")
+    run(f"hydra.run.dir={tmp_path}", "task=mrpc", f"data_dir={data}", f"tokenizer={tok}",
+        "budget=12", "test_limit=16")
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["task"] == "mrpc" and s["test_examples"] == 16 and s["train_examples"] == 32
+    assert s["model_shape"]["vocab"] == 50265
+    assert set(s["test_metrics"]) == {"f1", "accuracy"}
