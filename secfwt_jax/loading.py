@@ -201,18 +201,3 @@ def load_pretrained(name_or_dir: str, **variant_options) -> tuple[RobertaMLM, di
     config = ModelConfig.from_json(os.path.join(directory, "config.json"), **variant_options)
     params = params_from_state_dict(read_state_dict(directory), config)
     return RobertaMLM(config), params
-
-
-def load_tokenizer(name_or_dir: str):
-    """A Hugging Face tokenizer from a hub name or a local directory (AutoTokenizer)."""
-    from transformers import AutoTokenizer
-
-    if _looks_like_path(name_or_dir) and not os.path.isdir(name_or_dir):
-        raise FileNotFoundError(f"tokenizer directory {name_or_dir!r} does not exist")
-    try:
-        return AutoTokenizer.from_pretrained(name_or_dir)
-    except OSError as e:
-        raise OSError(
-            f"could not load a tokenizer from {name_or_dir!r}: {e}. Pass a directory with "
-            "vocab.json and merges.txt (e.g. a copy of roberta-base's tokenizer files)"
-        ) from e

@@ -10,7 +10,8 @@
 
 Handles may stand anywhere a whole argument pytree goes (also as a leaf inside one).
 `cost` is a CallCost (cost.py); `estimate_time(cost, "lan")` models it on a network
-(network.py). Protocols: plaintext, aby3 (3 parties), semi2k (2), cheetah (2), ref2k (1,
+(network.py). Protocols: plaintext, plaintext_fxp (plaintext emulating SPU's FM64/FM128 fixed-point
+arithmetic, fxp.py), aby3 (3 parties), semi2k (2), cheetah (2), ref2k (1,
 debugging only: no security). Modes: "sim" (parties are threads, in-memory links) and "mp" (one
 OS process per party, brpc links). docs/backend.md describes roles, costs and faults.
 
@@ -65,6 +66,10 @@ def make_backend(
         from .plaintext import PlaintextBackend
 
         return PlaintextBackend()
+    if protocol == "plaintext_fxp":  # plaintext with SPU's fixed-point numerics emulated
+        from .fxp import PlaintextFxpBackend
+
+        return PlaintextFxpBackend(fraction_bits, field)
     from .spu_backend import SpuBackend
 
     return SpuBackend(

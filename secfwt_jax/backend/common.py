@@ -155,7 +155,9 @@ def next_uid() -> int:
 
 
 # One place for the names a user types, and each protocol's party count.
-PROTOCOL_PARTIES = {"plaintext": 1, "aby3": 3, "semi2k": 2, "cheetah": 2, "ref2k": 1}
+PROTOCOL_PARTIES = {
+    "plaintext": 1, "plaintext_fxp": 1, "aby3": 3, "semi2k": 2, "cheetah": 2, "ref2k": 1,
+}
 PROTOCOLS = tuple(PROTOCOL_PARTIES)
 MODES = ("sim", "mp")
 FIELDS = ("FM64", "FM128")

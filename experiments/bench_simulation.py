@@ -1,0 +1,357 @@
+"""Throughput of the plaintext evaluator of one tuning generation, and of its SPU fixed-point
+emulation: queries per second and the wall time of a full Black-Box-Tuning budget.
+
+One generation = lambda candidate prompts x batch examples in ONE jitted call of the model's
+verbalizer (secfwt_jax.model.verbalizer_fn) plus the candidates' losses; the examples' token
+embeddings (the frozen part, embed_fn) are computed once, outside the timing. A query is one
+candidate evaluated on the batch (BBT's budget: 8000 queries = 400 generations of 20).
+
+Cases, each a row of the output table:
+  population            float32, all candidates in one call (sharded over the candidate axis
+                        when JAX sees several devices; a no-op with one)
+  population_bf16       the same with params, embeddings and prompts cast to bfloat16
+  loop                  a Python loop over candidates, one jitted call (P=1) per candidate
+  population_fxp        the same call through secfwt_jax.backend.fxp.fxp_transform (SPU FM64
+                        fixed-point numerics emulated in plaintext)
+
+From the repository root. GPU (one H200, jax 0.11 / flax 0.12 / Python 3.12, no spu), one
+command, a few minutes:
+    python experiments/bench_simulation.py --model roberta-large
+CPU here (measures a few generations and extrapolates to the budget; says so in the output):
+    python experiments/bench_simulation.py --model tiny --generations 5
+    python experiments/bench_simulation.py --model roberta-base --layers 1 --generations 2 \
+        --loop-generations 1
+
+Writes results/simulation/bench_<model>[_L<layers>]_<device>.json and .md (the full setting,
+the command line, one row per case). Never imports spu (checked at start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from secfwt_jax.backend.fxp import fxp_transform  # noqa: E402  (no spu: checked in run)
+from secfwt_jax.config import PRESETS, ModelConfig  # noqa: E402
+from secfwt_jax.model import embed_fn, init_params, position_ids, verbalizer_fn  # noqa: E402
+from secfwt_jax.tuning.evaluator import candidate_losses  # noqa: E402
+
+CASES = ("population", "population_bf16", "loop", "population_fxp")
+BUDGET = 8000
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="roberta-large", choices=tuple(PRESETS))
+    p.add_argument("--layers", type=int, default=None, help="override num_hidden_layers")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=64, help="text tokens per example")
+    p.add_argument("--prompt-len", type=int, default=50)
+    p.add_argument("--popsize", type=int, default=20, help="lambda, candidates per generation")
+    p.add_argument("--budget", type=int, default=BUDGET, help="queries of the projected run")
+    p.add_argument("--generations", type=int, default=20, help="timed generations per case")
+    p.add_argument("--loop-generations", type=int, default=3,
+                   help="timed generations of the Python-loop case")
+    p.add_argument("--fxp-generations", type=int, default=5,
+                   help="timed generations of the fixed-point case")
+    p.add_argument("--cases", default=",".join(CASES),
+                   help=f"comma-separated subset of {', '.join(CASES)}")
+    p.add_argument("--matmul-precision", default="default", choices=("default", "high", "highest"),
+                   help="jax.default_matmul_precision for the float32 cases (GPU: default=TF32)")
+    p.add_argument("--fxp-fast", action="store_true",
+                   help="fixed-point case without exact (Dekker) products: faster, not bit-exact")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=os.path.join("results", "simulation"))
+    args = p.parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    bad = [c for c in cases if c not in CASES]
+    if bad:
+        p.error(f"unknown cases {bad}; accepted: {', '.join(CASES)}")
+    args.cases = cases
+    return args
+
+
+def setting(args, cfg: ModelConfig, devices) -> dict:
+    import flax
+
+    return dict(
+        command=" ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        platform=devices[0].platform, device_kind=devices[0].device_kind, devices=len(devices),
+        host=platform.node(), cpu_count=os.cpu_count(), python=platform.python_version(),
+        jax=jax.__version__, jaxlib=_jaxlib_version(), flax=flax.__version__,
+        load_avg_1min_at_start=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        model=args.model, layers=cfg.num_hidden_layers, hidden=cfg.hidden_size,
+        heads=cfg.num_attention_heads, intermediate=cfg.intermediate_size, vocab=cfg.vocab_size,
+        attention=cfg.attention, activation=cfg.activation, batch=args.batch, seq=args.seq,
+        prompt_len=args.prompt_len, total_seq=args.seq + args.prompt_len, popsize=args.popsize,
+        budget_queries=args.budget, matmul_precision=args.matmul_precision,
+        weights="random (init_params)",
+    )
+
+
+def _jaxlib_version():
+    try:
+        import jaxlib
+
+        return jaxlib.__version__
+    except Exception:  # noqa: BLE001 - only a label
+        return None
+
+
+def make_problem(args, cfg: ModelConfig):
+    """Random examples (B, S) with a <mask> each, their frozen embeddings, labels, and the
+    prompts of every timed generation (G, P, L, H) scaled like BBT's (embedding std)."""
+    rng = np.random.default_rng(args.seed)
+    b, s = args.batch, args.seq
+    ids = rng.integers(3, cfg.vocab_size - 1, (b, s)).astype(np.int32)
+    ids[:, 0], ids[:, -1] = cfg.bos_token_id, cfg.eos_token_id
+    lengths = rng.integers(s // 2, s + 1, b)
+    mask = (np.arange(s)[None] < lengths[:, None]).astype(np.int32)
+    ids[mask == 0] = cfg.pad_token_id
+    mask_pos = rng.integers(1, lengths - 1)
+    ids[np.arange(b), mask_pos] = cfg.mask_token_id
+    mask_onehot = np.zeros((b, s), np.float32)
+    mask_onehot[np.arange(b), mask_pos] = 1.0
+    labels = rng.integers(0, 2, b).astype(np.int32)
+    params = init_params(cfg, args.seed)
+    pos = position_ids(mask, cfg, args.prompt_len)
+    embeds = jax.jit(embed_fn(cfg, args.prompt_len))(params, ids, pos)
+    std = float(jnp.std(params["word_embeddings"]))
+    n_gen = max(args.generations, args.loop_generations, args.fxp_generations) + 1
+    prompts = (rng.standard_normal((n_gen, args.popsize, args.prompt_len, cfg.hidden_size))
+               * std).astype(np.float32)
+    return params, embeds, mask, mask_onehot, labels, prompts
+
+
+def losses_fn(cfg: ModelConfig, label_word_ids, fxp_options: dict | None = None):
+    """(params, embeds, mask, mask_onehot, prompts (P, L, H), labels) -> (P,) CE losses.
+
+    fxp_options: run the verbalizer (the servers' part) through fxp_transform with these
+    options; the loss stays plaintext float32 (the data owner's part, reveal="logits")."""
+    verbalize = verbalizer_fn(cfg, label_word_ids)
+    if fxp_options is not None:
+        verbalize = fxp_transform(verbalize, **fxp_options)
+
+    def f(params, embeds, mask, mask_onehot, prompts, labels):
+        logits = verbalize(params, embeds, mask, mask_onehot, prompts)
+        return candidate_losses(logits.astype(jnp.float32), labels)
+
+    return f
+
+
+def population_sharding(popsize: int):
+    """(prompt sharding, replicated sharding, number of devices used): the candidate axis split
+    over the largest number of devices that divides popsize."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices()
+    n = max(d for d in range(1, len(devices) + 1) if popsize % d == 0)
+    mesh = Mesh(np.array(devices[:n]), ("pop",))
+    return NamedSharding(mesh, PartitionSpec("pop")), NamedSharding(mesh, PartitionSpec()), n
+
+
+def to_bf16(tree):
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+@dataclasses.dataclass
+class CaseResult:
+    case: str
+    dtype: str
+    devices: int
+    generations: int
+    compile_s: float
+    gen_s: list
+    max_loss_diff_vs_float32: float | None = None
+
+    def summary(self, popsize: int, batch: int, budget: int) -> dict:
+        med = float(np.median(self.gen_s))
+        generations = budget / popsize
+        return dict(
+            case=self.case, dtype=self.dtype, devices=self.devices,
+            timed_generations=self.generations, compile_s=round(self.compile_s, 3),
+            generation_s_median=med, generation_s_min=float(np.min(self.gen_s)),
+            queries_per_s=popsize / med, sequences_per_s=popsize * batch / med,
+            budget_s=generations * med, budget_s_with_compile=generations * med + self.compile_s,
+            budget_extrapolated=self.generations < generations,
+            max_loss_diff_vs_float32=self.max_loss_diff_vs_float32,
+        )
+
+
+def time_population(f, args_fixed, prompts, labels, generations, prompt_sharding):
+    """Compile (first call, excluded), then time `generations` calls; returns (compile_s,
+    [seconds per generation], losses of generation 0)."""
+    put = (lambda x: jax.device_put(x, prompt_sharding)) if prompt_sharding else jnp.asarray
+    batches = [put(prompts[g]) for g in range(generations + 1)]
+    t = time.perf_counter()
+    first = jax.block_until_ready(f(*args_fixed, batches[0], labels))
+    compile_s = time.perf_counter() - t
+    times = []
+    for g in range(1, generations + 1):
+        t = time.perf_counter()
+        jax.block_until_ready(f(*args_fixed, batches[g], labels))
+        times.append(time.perf_counter() - t)
+    return compile_s, times, np.asarray(first)
+
+
+def time_loop(f, args_fixed, prompts, labels, generations):
+    """A Python loop over candidates: one jitted call of one candidate at a time, each result
+    fetched before the next call (what a per-candidate evaluator does)."""
+    one = [[jnp.asarray(prompts[g, i:i + 1]) for i in range(prompts.shape[1])]
+           for g in range(generations + 1)]
+    t = time.perf_counter()
+    first = [float(f(*args_fixed, p, labels)[0]) for p in one[0][:1]]
+    compile_s = time.perf_counter() - t
+    times = []
+    for g in range(1, generations + 1):
+        t = time.perf_counter()
+        _ = [float(f(*args_fixed, p, labels)[0]) for p in one[g]]
+        times.append(time.perf_counter() - t)
+    return compile_s, times, np.asarray(first)
+
+
+def run(args) -> dict:
+    if "spu" in sys.modules:
+        raise RuntimeError("spu was imported: this benchmark must run where spu is absent")
+    overrides = {} if args.layers is None else {"num_hidden_layers": args.layers}
+    cfg = ModelConfig.preset(args.model, **overrides)
+    if args.seq + args.prompt_len > cfg.max_seq_len:
+        raise ValueError(
+            f"seq {args.seq} + prompt_len {args.prompt_len} exceeds the model's "
+            f"{cfg.max_seq_len} positions"
+        )
+    devices = jax.devices()
+    info = setting(args, cfg, devices)
+    print(json.dumps(info, indent=1), flush=True)
+    label_words = (10, 20)
+    params, embeds, mask, mask_onehot, labels, prompts = make_problem(args, cfg)
+    f = losses_fn(cfg, label_words)
+    prompt_sharding, replicated, n_dev = population_sharding(args.popsize)
+    fixed = jax.device_put((params, embeds, mask, mask_onehot), replicated)
+    labels_d = jax.device_put(labels, replicated)
+    tag = f"bench_{args.model}" + ("" if args.layers is None else f"_L{args.layers}")
+    tag += "_" + "".join(c if c.isalnum() else "-" for c in devices[0].device_kind.lower())
+    os.makedirs(args.out, exist_ok=True)
+    rows, ref_losses = [], None
+    precision = None if args.matmul_precision == "default" else args.matmul_precision
+
+    def record(res: CaseResult):
+        rows.append(res.summary(args.popsize, args.batch, args.budget))
+        print(json.dumps(rows[-1]), flush=True)
+        write(args, info, rows, tag)  # after every case: a timeout keeps what was measured
+
+    for case in args.cases:
+        with jax.default_matmul_precision(precision):
+            if case in ("population", "population_bf16"):
+                bf16 = case.endswith("bf16")
+                fx = to_bf16(fixed) if bf16 else fixed
+                c, times, first = time_population(
+                    jax.jit(f), fx, prompts.astype(jnp.bfloat16) if bf16 else prompts,
+                    labels_d, args.generations, prompt_sharding,
+                )
+                diff = None
+                if ref_losses is not None:
+                    diff = float(np.abs(first - ref_losses).max())
+                if not bf16:
+                    ref_losses = first
+                record(CaseResult(case, "bfloat16" if bf16 else "float32", n_dev,
+                                  args.generations, c, times, diff))
+            elif case == "loop":
+                c, times, first = time_loop(
+                    jax.jit(f), (params, embeds, mask, mask_onehot), prompts, labels,
+                    args.loop_generations,
+                )
+                record(CaseResult(case, "float32", 1, args.loop_generations, c, times))
+        if case == "population_fxp":
+            g = jax.jit(losses_fn(cfg, label_words, dict(exact_products=not args.fxp_fast)))
+            c, times, first = time_population(
+                g, fixed, prompts, labels_d, args.fxp_generations, prompt_sharding
+            )
+            diff = None if ref_losses is None else float(np.abs(first - ref_losses).max())
+            record(CaseResult(case, "fxp FM64 f=18" + (" fast" if args.fxp_fast else ""),
+                              n_dev, args.fxp_generations, c, times, diff))
+    by_case = {r["case"]: r for r in rows}
+    if "loop" in by_case and "population" in by_case:
+        info["loop_over_population"] = (
+            by_case["loop"]["generation_s_median"] / by_case["population"]["generation_s_median"]
+        )
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    write(args, info, rows, tag)
+    return dict(setting=info, results=rows)
+
+
+def write(args, info: dict, rows: list, tag: str) -> None:
+    with open(os.path.join(args.out, tag + ".json"), "w") as fh:
+        json.dump(dict(setting=info, results=rows), fh, indent=1)
+    with open(os.path.join(args.out, tag + ".md"), "w") as fh:
+        fh.write(markdown(info, rows))
+
+
+def markdown(info: dict, rows: list) -> str:
+    s = info
+    lines = [
+        f"# Plaintext evaluator throughput: {s['model']} ({s['layers']} layers), "
+        f"{s['device_kind']}",
+        "",
+        f"Command: `{s['command']}`  ",
+        f"Date: {s['date']}; host {s['host']} ({s['cpu_count']} CPUs); {s['devices']} "
+        f"{s['platform']} device(s): {s['device_kind']}; load average (1 min) "
+        f"{s.get('load_avg_1min_at_start')} at start, {s.get('load_avg_1min_at_end')} at end  ",
+        f"jax {s['jax']}, jaxlib {s['jaxlib']}, flax {s['flax']}, Python {s['python']}  ",
+        f"Model: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, intermediate "
+        f"{s['intermediate']}, vocab {s['vocab']}, {s['attention']} attention, "
+        f"{s['activation']}; weights {s['weights']}  ",
+        f"Batch {s['batch']} examples x (seq {s['seq']} + {s['prompt_len']} prompt tokens = "
+        f"{s['total_seq']}); lambda = {s['popsize']} candidates per generation; budget "
+        f"{s['budget_queries']} queries = {s['budget_queries'] // s['popsize']} generations; "
+        f"float32 matmul precision: {s['matmul_precision']}",
+        "",
+        "| case | dtype | devices | compile s | s / generation | queries / s | sequences / s "
+        "| budget s | budget s + compile | timed gens | max loss diff vs f32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        diff = r["max_loss_diff_vs_float32"]
+        lines.append(
+            f"| {r['case']} | {r['dtype']} | {r['devices']} | {r['compile_s']:.1f} | "
+            f"{r['generation_s_median']:.4g} | {r['queries_per_s']:.4g} | "
+            f"{r['sequences_per_s']:.4g} | {r['budget_s']:.4g} | "
+            f"{r['budget_s_with_compile']:.4g} | {r['timed_generations']} | "
+            f"{'-' if diff is None else f'{diff:.2e}'} |"
+        )
+    lines.append("")
+    if any(r["budget_extrapolated"] for r in rows):
+        lines.append(
+            "Budget times are extrapolated: (budget / lambda) generations x the median measured "
+            "time of one generation (timed gens column); compile time is the first call."
+        )
+    if "loop_over_population" in s:
+        lines.append(
+            f"Python loop over candidates / one population call: "
+            f"{s['loop_over_population']:.2f}x the time per generation."
+        )
+    lines.append(
+        "Timed: the evaluator only (prompts already on the device, embeddings computed once); "
+        "CMA-ES ask/tell and the projection z -> prompt are not included."
+    )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    run(parse_args())
