@@ -5,7 +5,7 @@ directory holds config.yaml (resolved), metrics.jsonl (one line per generation) 
 summary.json. `-m protocol=aby3,cheetah` runs both and prints one comparison table.
 
 Examples:
-    python experiments/run.py                                   # planted task, tiny model, plaintext
+    python experiments/run.py                   # planted task, tiny model, plaintext
     python experiments/run.py protocol=aby3 budget=200
     python experiments/run.py task=mrpc data_dir=../shared/data \
         tokenizer=../shared/tokenizer/roberta-base protocol=aby3 budget=40

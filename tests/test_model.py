@@ -107,7 +107,8 @@ def _state(hf_checkpoint):
 def test_loader_names_missing_tensors(hf_checkpoint):
     state, config = _state(hf_checkpoint)
     del state["roberta.encoder.layer.1.output.dense.weight"]
-    with pytest.raises(ValueError, match=r"missing tensors: roberta\.encoder\.layer\.1\.output\.dense\.weight"):
+    missing = r"missing tensors: roberta\.encoder\.layer\.1\.output\.dense\.weight"
+    with pytest.raises(ValueError, match=missing):
         params_from_state_dict(state, config)
 
 
@@ -283,7 +284,10 @@ def test_verbalizer_never_builds_the_vocabulary_projection(params):
 def test_sequence_too_long_is_an_error():
     mask = np.ones((1, CFG.max_seq_len - 2), np.int32)
     position_ids(mask, CFG, 2)  # fits exactly
-    with pytest.raises(ValueError, match="sequence too long: 129 tokens including 3 prompt tokens; this model allows at most 128"):
+    message = (
+        "sequence too long: 129 tokens including 3 prompt tokens; this model allows at most 128"
+    )
+    with pytest.raises(ValueError, match=message):
         position_ids(mask, CFG, 3)
 
 

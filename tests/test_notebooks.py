@@ -18,7 +18,8 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     work.mkdir()
     # the notebook adds ".." to sys.path: give it the checkout there
     os.symlink(NOTEBOOKS.parent / "secfwt_jax", tmp_path / "secfwt_jax")
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    resources = {"metadata": {"path": str(work)}}
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources=resources).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "max |secure - plaintext|" in outputs and "train_acc" in outputs
     assert (work / "quickstart_run" / "curves.png").stat().st_size > 1000

@@ -29,7 +29,8 @@ def test_planted_run_writes_config_metrics_and_summary(tmp_path):
         assert key in summary, key
     assert summary["queries"] == 30 and summary["generations"] == 5
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 5 and {"loss", "best_loss", "bytes_total", "wall_s"} <= set(json.loads(lines[0]))
+    assert len(lines) == 5
+    assert {"loss", "best_loss", "bytes_total", "wall_s"} <= set(json.loads(lines[0]))
     assert "dev_metric" in json.loads(lines[4])
     assert "protocol:" in (tmp_path / "config.yaml").read_text()
 

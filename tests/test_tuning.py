@@ -56,7 +56,8 @@ def test_killed_and_resumed_run_ends_in_the_uninterrupted_state(setup, tmp_path)
     _, partial = tune(params, task, make_backend("plaintext"), tcfg, str(tmp_path / "b"),
                       stop_after=7)
     assert partial is None
-    resumed_tuner, resumed = tune(params, task, make_backend("plaintext"), tcfg, str(tmp_path / "b"))
+    resumed_tuner, resumed = tune(params, task, make_backend("plaintext"), tcfg,
+                                  str(tmp_path / "b"))
     np.testing.assert_array_equal(np.asarray(full_tuner.final_state.mean),
                                   np.asarray(resumed_tuner.final_state.mean))
     assert full["best_z"] == resumed["best_z"] and full["train_acc"] == resumed["train_acc"]

@@ -71,7 +71,8 @@ def _widest_per_class(margin, pred, n, num_labels, rng) -> np.ndarray:
 def make_planted(
     config: ModelConfig, params, projection: np.ndarray, *, prompt_len: int, num_labels: int = 2,
     n_train: int = 32, n_dev: int = 32, n_test: int = 64, seq_len: int = 12,
-    teacher_scale: float = 1.0, prompt_mode: str = "cat", seed: int = 0, draws: int = 32, pool: int = 3,
+    teacher_scale: float = 1.0, prompt_mode: str = "cat", seed: int = 0, draws: int = 32,
+    pool: int = 3,
 ) -> Planted:
     """Generate the planted task for this model and projection A (d, L*H).
 

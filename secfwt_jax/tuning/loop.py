@@ -167,7 +167,8 @@ class Tuner:
                 generation=gen, queries=gen * cfg.popsize, loss=float(np.mean(losses)),
                 min_loss=float(np.min(losses)), best_loss=float(state.best_f),
             )
-            if dev_sets and cfg.eval_every and (gen % cfg.eval_every == 0 or gen == cfg.generations):
+            last = gen == cfg.generations
+            if dev_sets and cfg.eval_every and (gen % cfg.eval_every == 0 or last):
                 metric = self.evaluate(dev_sets, state.best_x)[self.main_metric]
                 rec["dev_metric"] = metric
                 if loop["best_dev"] is None or metric > loop["best_dev"]:
@@ -184,7 +185,7 @@ class Tuner:
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", dev=rec.get("dev_metric", loop["best_dev"]),
                             MB=f"{loop['bytes_total'] / 1e6:.1f}")
-            if ck and cfg.checkpoint_every and (gen % cfg.checkpoint_every == 0 or gen == cfg.generations):
+            if ck and cfg.checkpoint_every and (gen % cfg.checkpoint_every == 0 or last):
                 save_run(ck, state, loop)
             done_here += 1
             if stop_after is not None and done_here >= stop_after:

@@ -1,0 +1,126 @@
+"""One generation of lambda candidates: one batched secure call vs lambda separate calls.
+
+Both evaluate the same lambda x B sequences (same shapes, the same candidate prompts) through
+the tuning loop's PromptEvaluator; MPC rounds are paid per op, so the batched call pays them
+once. Wall time and bytes are measured (SPU simulation on this machine); lan / wan100 times are
+modelled (docs/backend.md). Random weights (tiny model unless --model says otherwise).
+
+    python experiments/bench_batching.py --protocols aby3 semi2k --out results/batching
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from secfwt_jax import ModelConfig, init_params  # noqa: E402
+from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E402
+from secfwt_jax.tasks.encode import Batch  # noqa: E402
+from secfwt_jax.tasks.planted import random_batch  # noqa: E402
+from secfwt_jax.tuning.evaluator import PromptEvaluator  # noqa: E402
+
+
+def measure(protocol, cfg, params, batch, prompts, words):
+    """{'batched': CallCost, 'separate': summed CallCost} for one generation."""
+    with make_backend(protocol, timeout_s=600) as be:
+        ev = PromptEvaluator(be, cfg, be.put(params, owner="model"), words,
+                             prompt_len=prompts.shape[1])
+        examples = ev.share_examples(batch)
+        # warm both shapes up so that neither side pays compilation
+        ev.logits(examples, prompts)
+        ev.logits(examples, prompts[:1])
+        n = len(ev.costs)
+        batched_out = ev.logits(examples, prompts)
+        batched = ev.costs[n]
+        separate_out = np.concatenate([ev.logits(examples, p[None]) for p in prompts])
+        separate = sum_costs(ev.costs[n + 1:])
+    return batched, separate, float(np.abs(batched_out - separate_out).max())
+
+
+def row(cost):
+    return dict(
+        wall_s=cost.wall_s, bytes_total=int(cost.bytes_total),
+        bytes_per_party=[int(b) for b in cost.bytes_sent],
+        send_actions=int(cost.send_actions_total),
+        lan_s=estimate_time(cost, "lan").total_s, wan100_s=estimate_time(cost, "wan100").total_s,
+    )
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--protocols", nargs="+", default=["aby3", "semi2k"])
+    ap.add_argument("--popsize", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=12)
+    ap.add_argument("--prompt-len", type=int, default=4)
+    ap.add_argument("--out", default="results/batching")
+    args = ap.parse_args(argv)
+
+    cfg = ModelConfig.preset(args.model, initializer_range=0.3 if args.model == "tiny" else 0.02,
+                             attention="softmax_puma", activation="gelu_puma")
+    params = init_params(cfg, 0)
+    rng = np.random.default_rng(0)
+    ids = random_batch(cfg, args.batch, args.seq_len, rng)
+    batch = Batch(ids, (ids != cfg.pad_token_id).astype(np.int32),
+                  (ids == cfg.mask_token_id).astype(np.float32),
+                  np.zeros(args.batch, np.int32), np.zeros(args.batch, bool))
+    prompts = 0.3 * rng.standard_normal((args.popsize, args.prompt_len, cfg.hidden_size))
+    prompts = prompts.astype(np.float32)
+    setting = dict(
+        model=args.model, layers=cfg.num_hidden_layers, hidden=cfg.hidden_size,
+        attention=cfg.attention, activation=cfg.activation, field="FM64", fraction_bits=18,
+        mode="sim (parties as threads, one 2-core machine)", popsize=args.popsize,
+        batch=args.batch, seq_len=args.seq_len + args.prompt_len, weights="random",
+        command="python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]]),
+    )
+    records = []
+    for protocol in args.protocols:
+        batched, separate, diff = measure(protocol, cfg, params, batch, prompts, [5, 6])
+        b, s = row(batched), row(separate)
+        records.append(dict(protocol=protocol, batched=b, separate=s, max_abs_diff=diff,
+                            ratio={k: s[k] / b[k] for k in ("wall_s", "bytes_total",
+                                                             "send_actions", "lan_s", "wan100_s")}))
+        print(json.dumps(records[-1]), flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "batching.json"), "w") as f:
+        json.dump({"setting": setting, "records": records}, f, indent=1)
+    lines = [
+        f"Setting: {args.model} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}), "
+        f"{cfg.attention} + {cfg.activation}, FM64, lambda={args.popsize}, B={args.batch}, "
+        f"seq {setting['seq_len']} (prompt {args.prompt_len}), random weights, SPU simulation "
+        f"on 2 CPU cores. wall_s and bytes measured; lan/wan100 modelled. "
+        f"Command: `{setting['command']}`",
+        "",
+        "| protocol | calls | wall_s | bytes_total | send_actions | lan_s (modelled) | "
+        "wan100_s (modelled) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        for name, label in (("batched", "1 call, 20 candidates"), ("separate", "20 calls")):
+            c = r[name]
+            lines.append(
+                f"| {r['protocol']} | {label.replace('20', str(args.popsize))} | {c['wall_s']:.1f}"
+                f" | {c['bytes_total']:,} | {c['send_actions']:,} | {c['lan_s']:.1f} | "
+                f"{c['wan100_s']:.1f} |"
+            )
+        q = r["ratio"]
+        lines.append(
+            f"| {r['protocol']} | separate / batched | {q['wall_s']:.2f}x | "
+            f"{q['bytes_total']:.2f}x | {q['send_actions']:.1f}x | {q['lan_s']:.2f}x | "
+            f"{q['wan100_s']:.2f}x |"
+        )
+    with open(os.path.join(args.out, "batching.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
