@@ -140,7 +140,8 @@ def same_tree(a, b) -> bool:
     return ta == tb and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
-def run(cfg: DictConfig) -> list[dict]:
+def run(cfg: DictConfig, on_record=None) -> list[dict]:
+    """All records; `on_record(records)` after each one (so a crash keeps what was measured)."""
     import jax
 
     from secfwt_jax.backend import PROTOCOLS, make_backend
@@ -176,6 +177,8 @@ def run(cfg: DictConfig) -> list[dict]:
                 records.append(record(cfg, protocol, variant, config, weights, be, cost, out,
                                       refs[i], compile_s, put_s))
                 print(summary_line(records[-1]), flush=True)
+                if on_record is not None:
+                    on_record(records)
     return records
 
 
@@ -251,11 +254,14 @@ def main(cfg: DictConfig) -> None:
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    records = run(cfg)
-    with open(os.path.join(run_dir, "forward.json"), "w") as f:
-        json.dump(records, f, indent=1)
-    with open(os.path.join(run_dir, "forward.md"), "w") as f:
-        f.write(markdown(records))
+
+    def write(records):
+        with open(os.path.join(run_dir, "forward.json"), "w") as f:
+            json.dump(records, f, indent=1)
+        with open(os.path.join(run_dir, "forward.md"), "w") as f:
+            f.write(markdown(records))
+
+    write(run(cfg, on_record=write))
     print(f"run directory: {run_dir}")
 
 
