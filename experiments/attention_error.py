@@ -23,7 +23,6 @@ import sys
 import jax
 import numpy as np
 
-from secfwt_jax import layers
 from secfwt_jax.config import ModelConfig
 from secfwt_jax.model import Layer
 

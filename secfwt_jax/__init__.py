@@ -6,8 +6,8 @@ modules do, and only when an SPU protocol is asked for.
 
 from .config import ModelConfig
 from .loading import load_pretrained
-from .tasks.encode import load_tokenizer
 from .model import RobertaMLM, embed_fn, init_params, position_ids, verbalizer_fn
+from .tasks.encode import load_tokenizer
 
 __all__ = [
     "ModelConfig",
