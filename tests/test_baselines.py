@@ -1,0 +1,173 @@
+"""Gradient baselines (secfwt_jax.baselines): the plaintext steps are Adam on the forward-only
+method's loss, and the secure steps (one SPU program each) match them in fixed point."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from secfwt_jax.baselines import (
+    DEFAULT_EPS,
+    DEFAULT_LOSS_SCALE,
+    classification_loss,
+    fixed_point_adam,
+    pack_state,
+    prompt_init,
+    prompt_step_fn,
+    sft_init,
+    sft_step_fn,
+    split_params,
+    unpack_state,
+)
+from secfwt_jax.config import ModelConfig
+from secfwt_jax.model import embed_fn, init_params, position_ids, verbalizer_fn
+from secfwt_jax.tuning.evaluator import candidate_losses
+
+LR = 1e-2
+WORDS = (5, 7)
+B, S, L = 2, 8, 2
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = ModelConfig.preset("tiny", initializer_range=0.02)
+    params = init_params(cfg, seed=0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, cfg.vocab_size - 1, (B, S)).astype(np.int32)
+    ids[:, 0], ids[:, 3] = cfg.bos_token_id, cfg.mask_token_id
+    mask = np.ones((B, S), np.int32)
+    mask_onehot = np.zeros((B, S), np.float32)
+    mask_onehot[:, 3] = 1
+    embeds = np.asarray(jax.jit(embed_fn(cfg, L))(params, ids, position_ids(mask, cfg, L)))
+    labels_onehot = np.eye(2, dtype=np.float32)[[0, 1]]
+    prompt = (0.3 * rng.standard_normal((L, cfg.hidden_size))).astype(np.float32)
+    return cfg, params, (embeds, mask, mask_onehot, labels_onehot), prompt
+
+
+def test_classification_loss_is_the_forward_only_ce_loss():
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=(3, 4, 2)), jnp.float32)
+    labels = np.array([0, 1, 1, 0])
+    ours = classification_loss(logits, jax.nn.one_hot(labels, 2))
+    np.testing.assert_allclose(ours, candidate_losses(logits, labels, "ce"), rtol=1e-6)
+
+
+def test_fixed_point_adam_on_scaled_gradients_is_optax_adam_in_float():
+    g = {"w": jnp.asarray(np.random.default_rng(2).normal(size=(5, 3)) * 1e-2, jnp.float32)}
+    ours, theirs = fixed_point_adam(LR), optax.adam(LR, eps=DEFAULT_EPS)
+    s1, s2 = ours.init(g), theirs.init(g)
+    for _ in range(3):
+        scaled = jax.tree_util.tree_map(lambda x: DEFAULT_LOSS_SCALE * x, g)
+        u1, s1 = ours.update(scaled, s1, g)
+        u2, s2 = theirs.update(g, s2, g)
+        np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-5, atol=1e-9)
+
+
+def test_pack_state_round_trips_and_leaves_no_scalar():
+    state = fixed_point_adam(LR).init({"w": jnp.ones(3)})
+    packed = pack_state(state)
+    assert all(np.ndim(x) >= 1 for x in jax.tree_util.tree_leaves(packed))
+    assert jax.tree_util.tree_all(
+        jax.tree_util.tree_map(lambda a, b: a.shape == b.shape, unpack_state(packed), state)
+    )
+
+
+def test_sft_step_is_adam_on_the_verbalizer_loss(setup):
+    cfg, params, batch, _ = setup
+    opt = fixed_point_adam(LR)
+    new, _, loss = jax.jit(sft_step_fn(cfg, WORDS, opt))(params, sft_init(params, opt), *batch)
+    f = verbalizer_fn(cfg, WORDS)
+    trainable, frozen = split_params(params)
+
+    def ref_loss(t):
+        logits = f({**t, **frozen}, batch[0], batch[1], batch[2], jnp.zeros((1, 0, 32)))
+        return classification_loss(logits, batch[3])[0]
+
+    value, grads = jax.value_and_grad(ref_loss)(trainable)
+    ref_opt = optax.adam(LR, eps=DEFAULT_EPS)
+    updates, _ = ref_opt.update(grads, ref_opt.init(trainable), trainable)
+    expected = optax.apply_updates(trainable, updates)
+    np.testing.assert_allclose(loss, value, rtol=1e-6)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves({**expected, **frozen}), leaves(new)):
+        # float32 gradient noise, normalized by Adam
+        np.testing.assert_allclose(a, b, atol=1e-2 * LR)
+
+
+def test_sft_step_keeps_the_embedding_tables(setup):
+    cfg, params, batch, _ = setup
+    opt = fixed_point_adam(LR)
+    new, _, _ = jax.jit(sft_step_fn(cfg, WORDS, opt))(params, sft_init(params, opt), *batch)
+    for k in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        np.testing.assert_array_equal(new[k], params[k])
+    assert not np.allclose(new["head_bias"], params["head_bias"])
+
+
+def test_prompt_step_moves_only_the_prompt_downhill(setup):
+    cfg, params, batch, prompt = setup
+    opt = fixed_point_adam(LR)
+    step = jax.jit(prompt_step_fn(cfg, WORDS, opt))
+    state = prompt_init(prompt, opt)
+    losses = []
+    for _ in range(5):
+        prompt, state, loss = step(params, prompt, state, *batch)
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.timeout(240)
+def test_secure_sft_and_prompt_steps_match_plaintext_under_aby3(setup):
+    """One SPU program per step (weights and optimizer state secret and resident).
+
+    Tolerance: the loss within 2e-3, every updated entry within 0.1 x lr of the plaintext
+    step (measured: <= 0.04 lr with RoBERTa's initializer range 0.02; broken sqrt, division or
+    an unscaled loss gives 0.5 to 5 lr: see secfwt_jax.baselines).
+    """
+    from secfwt_jax.backend import make_backend
+
+    cfg, params, batch, prompt = setup
+    opt = fixed_point_adam(LR)
+    sft, pt = sft_step_fn(cfg, WORDS, opt), prompt_step_fn(cfg, WORDS, opt)
+    sft_state, pt_state = sft_init(params, opt), prompt_init(prompt, opt)
+    plain_sft = jax.jit(sft)(params, sft_state, *batch)
+    plain_pt = jax.jit(pt)(params, prompt, pt_state, *batch)
+    with make_backend("aby3", timeout_s=120) as be:
+        weights = be.put(params, owner="model")
+        secure_sft, _ = be.compile(sft)(weights, be.put(sft_state), *batch)
+        secure_pt, _ = be.compile(pt)(weights, prompt, be.put(pt_state), *batch)
+    for secure, plain in ((secure_sft, plain_sft), (secure_pt, plain_pt)):
+        assert abs(float(secure[2]) - float(plain[2])) < 2e-3
+        err = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(
+            jax.tree_util.tree_leaves(secure[0]), jax.tree_util.tree_leaves(plain[0])))
+        assert err < 0.1 * LR, err
+
+
+@pytest.mark.timeout(240)
+def test_composed_layer_costs_match_a_measured_deeper_model():
+    """bench_iteration's composition cost(N) = cost(1) + (N - 1)(cost(2) - cost(1)) is within
+    10% of the measured 3-layer program in bytes (SFT step and FoT query, aby3, tiny shapes).
+    Time is checked by the benchmark's validation runs (results/iteration/validation_*): on
+    this shared 2-core machine one call's wall time varies by more than 10%."""
+    import os
+    import sys
+
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
+    import bench_iteration as bi
+
+    from secfwt_jax.backend import make_backend
+
+    cfg = OmegaConf.create(dict(
+        model=dict(name="tiny", initializer_range=0.02), seq_len=8, batch=1, population=2,
+        generation="skip", prompt_len=2, num_features=16, num_labels=2, learning_rate=1e-2,
+        seed=0,
+    ))
+    for method in ("sft", "fot_softmax"):
+        figs = {}
+        for layers in (1, 2, 3):
+            with make_backend("aby3", timeout_s=120) as be:
+                figs[layers] = bi.cost_figures(bi.measure(cfg, be, method, layers)[0][2])
+        composed = bi.compose(figs[1], figs[2], 3)
+        assert abs(composed["bytes_total"] / figs[3]["bytes_total"] - 1) < 0.1, method
+        assert figs[3]["bytes_total"] > figs[2]["bytes_total"] > figs[1]["bytes_total"]
