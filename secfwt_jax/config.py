@@ -1,4 +1,4 @@
-"""Model configuration: one frozen dataclass, presets by name, and Hugging Face `config.json` import.
+"""Model configuration: one frozen dataclass, presets by name, Hugging Face `config.json` import.
 
 The layer variants (attention, activation, layer norm) are chosen here by name, so the same
 config gives the same function in plaintext and under MPC.
@@ -15,7 +15,7 @@ ATTENTIONS = ("softmax", "softmax_puma", "rfa", "favor", "2quad")
 ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_puma", "quad")
 LAYERNORMS = ("exact",)
 RFA_FEATURE_KINDS = ("iid", "orthogonal")
-RFA_TRIGS = ("builtin",)
+RFA_TRIGS = ("builtin", "masked")
 PROMPT_MODES = ("cat", "add")
 
 
@@ -42,6 +42,9 @@ class ModelConfig:
     max_position_embeddings: int = 514
     type_vocab_size: int = 1
     layer_norm_eps: float = 1e-5
+    # std of the random normal weights of init_params (Hugging Face's name); loaded
+    # checkpoints do not use it.
+    initializer_range: float = 0.02
     pad_token_id: int = 1
     bos_token_id: int = 0
     eos_token_id: int = 2
@@ -54,6 +57,8 @@ class ModelConfig:
     num_features: int = 64
     feature_kind: str = "orthogonal"
     normalize_qk: bool = False
+    # rfa's cos/sin: "builtin" (the backend's functions) or "masked" (one-round masked
+    # trigonometry, secfwt_jax.secure_trig; the model then takes per-call trig_masks).
     rfa_trig: str = "builtin"
     feature_seed: int = 0
     # PUMA-style softmax: inputs below -clip are treated as -clip (exp(-14) ~ 8e-7).
@@ -100,7 +105,9 @@ class ModelConfig:
         """Build from a Hugging Face RobertaConfig dictionary (the contents of `config.json`)."""
         model_type = hf.get("model_type", "roberta")
         if model_type not in ("roberta", "xlm-roberta"):
-            raise ValueError(f"unsupported model_type {model_type!r}; accepted: roberta, xlm-roberta")
+            raise ValueError(
+                f"unsupported model_type {model_type!r}; accepted: roberta, xlm-roberta"
+            )
         act = hf.get("hidden_act", "gelu")
         hf_acts = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
         if act not in hf_acts:
@@ -108,6 +115,7 @@ class ModelConfig:
         keys = (
             "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
             "intermediate_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
+            "initializer_range",
             "pad_token_id", "bos_token_id", "eos_token_id",
         )
         fields = {k: hf[k] for k in keys if k in hf and hf[k] is not None}

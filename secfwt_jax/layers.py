@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import ACTIVATIONS, ATTENTIONS, check_choice
+from .secure_trig import masked_cos_sin
 
 # ---------------------------------------------------------------------------------------------
 # Activations
@@ -164,6 +165,22 @@ def _linear_attention(phi_q, phi_k, v, mask):
     return num * (1.0 / den)[..., None]
 
 
+def _project(x, w, scale: float = 1.0):
+    """scale * x @ w.T: the projections of x (..., d) on the rows of w (M, d), shape (..., M).
+
+    A concrete w is transposed (and scaled) in numpy, so the program holds a (d, M) constant.
+    SPU 0.9.5 computes a dot_general of a rank >= 3 secret with a constant contracted on the
+    constant's second axis as if the constant were not transposed (wrong values under ABY3 and
+    SEMI2K; a rank-2 secret or a secret w is right), and XLA folds any in-program transpose of
+    a constant w into exactly that form.
+    """
+    try:
+        wt = (np.asarray(w, np.float64).T * scale).astype(np.float32)
+    except jax.errors.TracerArrayConversionError:  # w is an input of the traced function
+        return jnp.einsum("...d,md->...m", x, w * scale)
+    return jnp.einsum("...d,dm->...m", x, wt)
+
+
 def _scaled_qk(q, k, normalize: bool):
     """Queries and keys scaled by d^(-1/4), so q.k equals the softmax logit q.k / sqrt(d).
 
@@ -178,7 +195,7 @@ def _scaled_qk(q, k, normalize: bool):
     return q * scale, k * scale
 
 
-def rfa_attention(q, k, v, mask, w, normalize: bool = False):
+def rfa_attention(q, k, v, mask, w, normalize: bool = False, trig_masks=None, reveal=None):
     """Random Feature Attention (Peng et al. 2021) with random Fourier features.
 
     exp(q.k) = exp(|q|^2/2) exp(|k|^2/2) exp(-|q-k|^2/2), and the Gaussian kernel is
@@ -186,14 +203,24 @@ def rfa_attention(q, k, v, mask, w, normalize: bool = False):
     phi(x) = exp(|x|^2/2) [cos(Wx), sin(Wx)] / sqrt(M). The query factor exp(|q|^2/2) and the
     1/sqrt(M) cancel between numerator and denominator, so neither is computed.
     w: (M, head_dim).
+
+    trig_masks: None computes cos/sin with the backend's built-in functions. Otherwise the
+    masked one-round trigonometry of secfwt_jax.secure_trig is used: trig_masks is a mask
+    pytree for shape (2, B, h, S, M) (queries then keys, opened together in one round) and
+    reveal the function that opens a value to the servers (None: identity, plaintext).
     """
     q, k = _scaled_qk(q, k, normalize)
-    wq = jnp.einsum("bhsd,md->bhsm", q, w)
-    wk = jnp.einsum("bhsd,md->bhsm", k, w)
-    phi_q = jnp.concatenate([jnp.cos(wq), jnp.sin(wq)], axis=-1)
     k_scale = jnp.exp(0.5 * jnp.sum(k * k, axis=-1, keepdims=True))
-    phi_k = jnp.concatenate([jnp.cos(wk), jnp.sin(wk)], axis=-1) * k_scale
-    return _linear_attention(phi_q, phi_k, v, mask)
+    if trig_masks is None:
+        wq, wk = _project(q, w), _project(k, w)
+        phi_q = jnp.concatenate([jnp.cos(wq), jnp.sin(wq)], axis=-1)
+        phi_k = jnp.concatenate([jnp.cos(wk), jnp.sin(wk)], axis=-1) * k_scale
+        return _linear_attention(phi_q, phi_k, v, mask)
+    # In turns (x / 2 pi): the 1 / (2 pi) is folded into the public projection.
+    turns = _project(jnp.stack([q, k]), w, 1 / (2 * np.pi))
+    cos, sin = masked_cos_sin(turns, trig_masks, reveal)
+    phi = jnp.concatenate([cos, sin], axis=-1)
+    return _linear_attention(phi[0], phi[1] * k_scale, v, mask)
 
 
 def favor_attention(q, k, v, mask, w, normalize: bool = False):
@@ -201,19 +228,29 @@ def favor_attention(q, k, v, mask, w, normalize: bool = False):
     exp(q.k) = E_w[exp(w.q - |q|^2/2) exp(w.k - |k|^2/2)]. The query factor exp(-|q|^2/2)
     cancels between numerator and denominator and is not computed. w: (M, head_dim)."""
     q, k = _scaled_qk(q, k, normalize)
-    phi_q = jnp.exp(jnp.einsum("bhsd,md->bhsm", q, w))
-    phi_k = jnp.exp(jnp.einsum("bhsd,md->bhsm", k, w) - 0.5 * jnp.sum(k * k, -1, keepdims=True))
+    phi_q = jnp.exp(_project(q, w))
+    phi_k = jnp.exp(_project(k, w) - 0.5 * jnp.sum(k * k, -1, keepdims=True))
     return _linear_attention(phi_q, phi_k, v, mask)
 
 
-def attention(name: str, q, k, v, mask, *, w=None, normalize: bool = False, clip: float = 14.0):
-    """Dispatch to the attention kernel called `name` (one of config.ATTENTIONS)."""
+def attention(
+    name: str, q, k, v, mask, *, w=None, normalize: bool = False, clip: float = 14.0,
+    trig_masks=None, reveal=None,
+):
+    """Dispatch to the attention kernel called `name` (one of config.ATTENTIONS).
+
+    trig_masks / reveal: the masked trigonometry of rfa (see rfa_attention); only "rfa" takes
+    them.
+    """
     check_choice("attention", name, ATTENTIONS)
+    if trig_masks is not None and name != "rfa":
+        raise ValueError(f"trig_masks are used by attention 'rfa' only, not by {name!r}")
+    if name == "rfa":
+        return rfa_attention(q, k, v, mask, w, normalize, trig_masks, reveal)
     if name == "softmax":
         return softmax_attention(q, k, v, mask)
     if name == "softmax_puma":
         return softmax_puma_attention(q, k, v, mask, clip)
     if name == "2quad":
         return two_quad_attention(q, k, v, mask)
-    fn = rfa_attention if name == "rfa" else favor_attention
-    return fn(q, k, v, mask, jnp.asarray(w), normalize)
+    return favor_attention(q, k, v, mask, w, normalize)

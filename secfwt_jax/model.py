@@ -18,7 +18,7 @@ prompt is added to the embeddings of the L tokens after <s>; the sequence keeps 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -43,33 +43,52 @@ class LayerNorm(nn.Module):
         return layers.layer_norm(x, scale, bias, self.eps, self.kind)
 
 
-def _dense(features: int, name: str) -> nn.Dense:
-    return nn.Dense(features, name=name, kernel_init=nn.initializers.normal(0.02))
+def _dense(features: int, name: str, config: ModelConfig) -> nn.Dense:
+    init = nn.initializers.normal(config.initializer_range)
+    return nn.Dense(features, name=name, kernel_init=init)
 
 
 class SelfAttention(nn.Module):
     config: ModelConfig
     layer_index: int
+    # Opens a value to the servers (masked trigonometry); None: identity (plaintext).
+    reveal: Callable | None = None
 
     @nn.compact
-    def __call__(self, x, mask):
-        """x: (B, S, H), mask: (B, S) -> (B, S, H)."""
+    def __call__(self, x, mask, trig_masks=None):
+        """x: (B, S, H), mask: (B, S) -> (B, S, H).
+
+        trig_masks: this layer's masks, shape (2, B, heads, S, num_features), when
+        attention="rfa" with rfa_trig="masked" (secfwt_jax.secure_trig); else None.
+        """
         c = self.config
         b, s, _ = x.shape
+        masked = c.attention == "rfa" and c.rfa_trig == "masked"
+        if masked and trig_masks is None:
+            raise ValueError(
+                "attention 'rfa' with rfa_trig 'masked' needs trig_masks (one mask pytree per "
+                "layer; see secfwt_jax.secure_trig.model_trig_mask_shape)"
+            )
+        if not masked and trig_masks is not None:
+            raise ValueError(
+                f"trig_masks given but attention={c.attention!r}, rfa_trig={c.rfa_trig!r}; "
+                "they are used only with attention 'rfa' and rfa_trig 'masked'"
+            )
 
         def heads(t):
             return t.reshape(b, s, c.num_attention_heads, c.head_dim).transpose(0, 2, 1, 3)
 
-        q = heads(_dense(c.hidden_size, "query")(x))
-        k = heads(_dense(c.hidden_size, "key")(x))
-        v = heads(_dense(c.hidden_size, "value")(x))
+        q = heads(_dense(c.hidden_size, "query", c)(x))
+        k = heads(_dense(c.hidden_size, "key", c)(x))
+        v = heads(_dense(c.hidden_size, "value", c)(x))
         w = None
         if c.attention in ("rfa", "favor"):
             w = layers.random_features(
                 c.num_features, c.head_dim, c.feature_kind, c.feature_seed * 1000 + self.layer_index
             )
         o = layers.attention(
-            c.attention, q, k, v, mask, w=w, normalize=c.normalize_qk, clip=c.softmax_clip
+            c.attention, q, k, v, mask, w=w, normalize=c.normalize_qk, clip=c.softmax_clip,
+            trig_masks=trig_masks, reveal=self.reveal,
         )
         return o.transpose(0, 2, 1, 3).reshape(b, s, c.hidden_size)
 
@@ -79,26 +98,32 @@ class Layer(nn.Module):
 
     config: ModelConfig
     layer_index: int
+    reveal: Callable | None = None
 
     @nn.compact
-    def __call__(self, x, mask):
+    def __call__(self, x, mask, trig_masks=None):
         c = self.config
-        a = SelfAttention(c, self.layer_index, name="attention")(x, mask)
-        a = _dense(c.hidden_size, "attention_output")(a)
+        a = SelfAttention(c, self.layer_index, self.reveal, name="attention")(x, mask, trig_masks)
+        a = _dense(c.hidden_size, "attention_output", c)(a)
         x = LayerNorm(c.layer_norm_eps, c.layernorm, name="attention_layer_norm")(x + a)
-        h = layers.activation(c.activation)(_dense(c.intermediate_size, "intermediate")(x))
-        h = _dense(c.hidden_size, "output")(h)
+        h = layers.activation(c.activation)(_dense(c.intermediate_size, "intermediate", c)(x))
+        h = _dense(c.hidden_size, "output", c)(h)
         return LayerNorm(c.layer_norm_eps, c.layernorm, name="output_layer_norm")(x + h)
 
 
 class RobertaMLM(nn.Module):
-    """RoBERTa encoder + masked-LM head (decoder tied to the word embeddings)."""
+    """RoBERTa encoder + masked-LM head (decoder tied to the word embeddings).
+
+    reveal: the function that opens a value to the servers, used by rfa's masked trigonometry
+    (secfwt_jax.backend.masked_trig.reveal_fn); None: identity (plaintext).
+    """
 
     config: ModelConfig
+    reveal: Callable | None = None
 
     def setup(self):
         c = self.config
-        init = nn.initializers.normal(0.02)
+        init = nn.initializers.normal(c.initializer_range)
         self.word_embeddings = self.param("word_embeddings", init, (c.vocab_size, c.hidden_size))
         self.position_embeddings = self.param(
             "position_embeddings", init, (c.max_position_embeddings, c.hidden_size)
@@ -107,8 +132,8 @@ class RobertaMLM(nn.Module):
             "token_type_embeddings", init, (c.type_vocab_size, c.hidden_size)
         )
         self.embeddings_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
-        self.layers = [Layer(c, i) for i in range(c.num_hidden_layers)]
-        self.head_dense = _dense(c.hidden_size, "head_dense")
+        self.layers = [Layer(c, i, self.reveal) for i in range(c.num_hidden_layers)]
+        self.head_dense = _dense(c.hidden_size, "head_dense", c)
         self.head_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
         self.head_bias = self.param("head_bias", nn.initializers.zeros, (c.vocab_size,))
 
@@ -127,11 +152,20 @@ class RobertaMLM(nn.Module):
             + self.token_type_embeddings[0]
         )
 
-    def encode(self, embeds, mask):
-        """Embedding layer norm and all encoder layers. embeds (B, S, H), mask (B, S)."""
+    def encode(self, embeds, mask, trig_masks=None):
+        """Embedding layer norm and all encoder layers. embeds (B, S, H), mask (B, S).
+
+        trig_masks: with rfa_trig="masked", a list of one mask pytree per layer (see
+        SelfAttention); else None.
+        """
         x = self.embeddings_layer_norm(embeds)
-        for layer in self.layers:
-            x = layer(x, mask)
+        if trig_masks is not None and len(trig_masks) != len(self.layers):
+            raise ValueError(
+                f"trig_masks holds {len(trig_masks)} entries; expected one per layer "
+                f"({len(self.layers)})"
+            )
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, None if trig_masks is None else trig_masks[i])
         return x
 
     def head_transform(self, h):
@@ -154,8 +188,12 @@ class RobertaMLM(nn.Module):
 
     # -- the full model ---------------------------------------------------------------------
 
-    def __call__(self, input_ids, attention_mask=None, prompt=None, prompt_mode: str = "cat"):
-        """Full MLM logits. input_ids (B, S) int, attention_mask (B, S), prompt (B, L, H).
+    def __call__(
+        self, input_ids, attention_mask=None, prompt=None, prompt_mode: str = "cat",
+        trig_masks=None,
+    ):
+        """Full MLM logits. input_ids (B, S) int, attention_mask (B, S), prompt (B, L, H),
+        trig_masks: see `encode`.
 
         Returns (B, S + L, V) in "cat" mode with a prompt, else (B, S, V).
         """
@@ -167,7 +205,7 @@ class RobertaMLM(nn.Module):
         x, mask = insert_prompt(
             x, attention_mask, prompt, prompt_mode, self.prompt_positions(prompt_len)
         )
-        h = self.encode(x, mask)
+        h = self.encode(x, mask, trig_masks)
         return self.head_transform(h) @ self.word_embeddings.T + self.head_bias
 
 
@@ -219,7 +257,9 @@ def insert_prompt(embeds, mask, prompt, mode: str, prompt_pos):
         )
     if mode == "add":
         if prompt_len + 1 > s:
-            raise ValueError(f"'add' prompt of length {prompt_len} needs > {prompt_len} tokens, got {s}")
+            raise ValueError(
+                f"'add' prompt of length {prompt_len} needs > {prompt_len} tokens, got {s}"
+            )
         pad = jnp.zeros((n, s - 1 - prompt_len, embeds.shape[2]), embeds.dtype)
         zero = jnp.zeros((n, 1, embeds.shape[2]), embeds.dtype)
         return embeds + jnp.concatenate([zero, prompt.astype(embeds.dtype), pad], axis=1), mask
@@ -233,8 +273,10 @@ def insert_prompt(embeds, mask, prompt, mode: str, prompt_pos):
 
 
 def init_params(config: ModelConfig, seed: int = 0) -> dict:
-    """Random parameters of the given shape (normal(0.02) weights, LN scale 1, zero biases)."""
+    """Random parameters of the given shape: normal(config.initializer_range) weights and
+    embeddings, LayerNorm scale 1, zero biases."""
     ids = jnp.zeros((1, 4), jnp.int32)
+    config = config.replace(rfa_trig="builtin")  # same parameters; needs no per-call masks
     return RobertaMLM(config).init(jax.random.PRNGKey(seed), ids, jnp.ones_like(ids))["params"]
 
 
@@ -253,23 +295,32 @@ def embed_fn(config: ModelConfig, prompt_len: int = 0, prompt_mode: str = "cat")
     return f
 
 
-def verbalizer_fn(config: ModelConfig, label_word_ids: Sequence[int], prompt_mode: str = "cat"):
-    """f(params, embeds, mask, mask_onehot, prompt) -> (P, B, C) label-word logits.
+def verbalizer_fn(
+    config: ModelConfig, label_word_ids: Sequence[int], prompt_mode: str = "cat",
+    reveal: Callable | None = None,
+):
+    """f(params, embeds, mask, mask_onehot, prompt[, trig_masks]) -> (P, B, C) label-word logits.
 
     embeds (B, S, H) from `embed_fn`; mask (B, S); mask_onehot (B, S) with one 1 at each
     example's <mask>; prompt (P, L, H) candidate soft prompts (L may be 0). All P x B
     sequences run as one batch; only the C label words' logits are computed.
+    With attention="rfa", rfa_trig="masked": trig_masks, fresh for every call, one mask pytree
+    per layer for shape (2, P * B, heads, S', num_features) with S' the sequence length after
+    the prompt is inserted (secfwt_jax.secure_trig.model_trig_mask_shape); reveal opens a value
+    to the servers (secfwt_jax.backend.masked_trig.reveal_fn; None: identity, plaintext).
     """
     check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
-    model = RobertaMLM(config)
+    model = RobertaMLM(config, reveal)
     label_word_ids = tuple(int(i) for i in label_word_ids)
     if not label_word_ids:
         raise ValueError("label_word_ids is empty: a verbalizer needs at least one label word")
     bad = [i for i in label_word_ids if not 0 <= i < config.vocab_size]
     if bad:
-        raise ValueError(f"label word ids {bad} are outside the vocabulary [0, {config.vocab_size})")
+        raise ValueError(
+            f"label word ids {bad} are outside the vocabulary [0, {config.vocab_size})"
+        )
 
-    def forward(mdl, embeds, mask, mask_onehot, prompt):
+    def forward(mdl, embeds, mask, mask_onehot, prompt, trig_masks):
         (b, s, h), (p, prompt_len) = embeds.shape, prompt.shape[:2]
         if prompt.shape[2] != h or mask.shape != (b, s) or mask_onehot.shape != (b, s):
             raise ValueError(
@@ -278,17 +329,20 @@ def verbalizer_fn(config: ModelConfig, label_word_ids: Sequence[int], prompt_mod
                 "(B, S), (B, S), (P, L, H)"
             )
         tile = lambda t: jnp.broadcast_to(t[None], (p, *t.shape)).reshape(p * b, *t.shape[1:])  # noqa: E731
-        prompts = jnp.broadcast_to(prompt[:, None], (p, b, prompt_len, h)).reshape(p * b, prompt_len, h)
+        prompts = jnp.broadcast_to(prompt[:, None], (p, b, prompt_len, h))
+        prompts = prompts.reshape(p * b, prompt_len, h)
         x, m = insert_prompt(
             tile(embeds), tile(mask), prompts, prompt_mode, mdl.prompt_positions(prompt_len)
         )
-        hidden = mdl.encode(x, m)
+        hidden = mdl.encode(x, m, trig_masks)
         if prompt_mode == "cat" and prompt_len:
             hidden = jnp.concatenate([hidden[:, :1], hidden[:, 1 + prompt_len:]], axis=1)
         h_mask = jnp.einsum("ns,nsh->nh", tile(mask_onehot).astype(hidden.dtype), hidden)
         return mdl.label_word_logits(h_mask, label_word_ids).reshape(p, b, -1)
 
-    def f(params, embeds, mask, mask_onehot, prompt):
-        return model.apply({"params": params}, embeds, mask, mask_onehot, prompt, method=forward)
+    def f(params, embeds, mask, mask_onehot, prompt, trig_masks=None):
+        return model.apply(
+            {"params": params}, embeds, mask, mask_onehot, prompt, trig_masks, method=forward
+        )
 
     return f

@@ -45,7 +45,7 @@ def params():
 
 
 def test_accepted_names():
-    assert PROTOCOLS == ("plaintext", "aby3", "semi2k", "cheetah", "ref2k")
+    assert PROTOCOLS == ("plaintext", "plaintext_fxp", "aby3", "semi2k", "cheetah", "ref2k")
     assert MODES == ("sim", "mp")
     assert FIELDS == ("FM64", "FM128")
     assert set(NETWORKS) == {"lan", "wan100", "wan200"}

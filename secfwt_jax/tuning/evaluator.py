@@ -42,6 +42,13 @@ def candidate_losses(logits, labels, kind: str = "ce"):
     return jnp.mean(jax.nn.relu(1.0 - (correct - other)), axis=-1)
 
 
+def one_hot(idx: np.ndarray, n: int) -> np.ndarray:
+    """(..., n) float32 one-hot rows of integer ids (without an (n, n) identity matrix)."""
+    out = np.zeros((*idx.shape, n), np.float32)
+    np.put_along_axis(out, idx[..., None].astype(np.int64), 1.0, axis=-1)
+    return out
+
+
 @dataclasses.dataclass
 class ExampleSet:
     """Examples as the servers hold them (handles on a secure backend) plus the data owner's
@@ -140,8 +147,8 @@ class PromptEvaluator:
         rows = max(1, EMBED_CHUNK_ELEMENTS // (ids.shape[1] * (v + p)))
         parts = []
         for start in range(0, len(ids), rows):
-            tokens = np.eye(v, dtype=np.float32)[ids[start:start + rows]]
-            positions = np.eye(p, dtype=np.float32)[pos[start:start + rows]]
+            tokens = one_hot(ids[start:start + rows], v)
+            positions = one_hot(pos[start:start + rows], p)
             part, cost = self._embed(self.params, tokens, positions, reveal=False)
             self._account(cost)
             parts.append(part)

@@ -1,0 +1,65 @@
+"""The MPC side of the masked trigonometry (secfwt_jax.secure_trig): the opening function and
+masks that fit a backend.
+
+spu is imported only when an SPU protocol asks for it, so the plaintext path runs without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..secure_trig import (
+    identity_trig_masks,
+    make_trig_masks,
+    max_mask_bits,
+    model_trig_mask_shape,
+)
+from .common import FIELD_BITS, PROTOCOLS
+
+
+def reveal_fn(protocol: str) -> Callable | None:
+    """The function that opens a value to the compute servers inside a compiled program.
+
+    SPU protocols: spu.experimental.reveal (a JAX primitive that lowers to SPU's "spu.reveal"
+    custom call; the opened value becomes public to every server, the data owner never sees
+    it). plaintext: None (identity).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; accepted: {', '.join(PROTOCOLS)}")
+    if protocol == "plaintext":
+        return None
+    from spu.experimental import reveal
+
+    return reveal
+
+
+def trig_masks_for(
+    backend, shape: Sequence[int], mask_bits: int | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> dict[str, np.ndarray]:
+    """Masks for `shape` opened elements that fit `backend` (one from make_backend).
+
+    SPU backends: fresh masks on the backend's fraction-bit grid, with mask_bits k (default:
+    the largest the ring allows, secure_trig.max_mask_bits). plaintext: identity masks (a
+    float32 run cannot add a 2^k mask exactly).
+    """
+    if backend.name == "plaintext":
+        return identity_trig_masks(shape)
+    field_bits = FIELD_BITS[backend.field]
+    k = max_mask_bits(field_bits, backend.fraction_bits) if mask_bits is None else mask_bits
+    return make_trig_masks(shape, backend.fraction_bits, k, rng, field_bits)
+
+
+def model_trig_masks_for(
+    backend, config, n_sequences: int, seq_len: int, mask_bits: int | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """One call's masks for a model with rfa_trig="masked": a list with one mask pytree per
+    layer for shape (2, n_sequences, heads, seq_len, num_features) (see trig_masks_for)."""
+    rng = np.random.default_rng(rng)
+    shape = model_trig_mask_shape(config, n_sequences, seq_len)
+    return [
+        trig_masks_for(backend, shape, mask_bits, rng) for _ in range(config.num_hidden_layers)
+    ]
