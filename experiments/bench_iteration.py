@@ -4,9 +4,14 @@ Methods and what "one iteration" is (every record states it in `unit` and `defin
 - sft: one optimizer step on one batch: forward, backward (jax.grad) and Adam on every
   parameter but the embedding tables, as ONE secure program (secfwt_jax.baselines).
 - prompt_tuning: one optimizer step on one batch, gradients and Adam on the soft prompt only.
-- fot_softmax / fot_rfa: forward-only tuning with softmax / random-feature attention, in two
-  units: "query" = the verbalizer logits of one candidate prompt on one batch; "generation" =
-  one call for all `population` candidates on the batch (the unit of one CMA-ES step).
+- fot_softmax / fot_rfa: forward-only tuning with softmax / random-feature attention (SPU's
+  built-in exp, reciprocal, cos and sin; erf GeLU), in two units: "query" = the verbalizer
+  logits of one candidate prompt on one batch; "generation" = one call for all `population`
+  candidates on the batch (the unit of one CMA-ES step).
+- fot_puma: the same with PUMA's softmax and GeLU (method=fot_puma, the fair softmax baseline).
+- fot_secfwt: the same as method=secfwt: RFA with l2-normalised q/k, the one-round masked
+  cos/sin (fresh masks from the data owner each call, shared as inputs and counted) and PUMA's
+  GeLU.
 Weights, optimizer state and examples are secret inputs; SFT / prompt-tuning outputs stay
 secret shares (reveal=False); FoT reveals the (P, B, C) logits to the data owner.
 
@@ -36,7 +41,15 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-METHODS = ("sft", "prompt_tuning", "fot_softmax", "fot_rfa")
+METHODS = ("sft", "prompt_tuning", "fot_softmax", "fot_rfa", "fot_puma", "fot_secfwt")
+# layer variants of the forward-only methods (experiments/conf/method/*.yaml)
+FOT_VARIANTS = {
+    "fot_softmax": {},
+    "fot_rfa": dict(attention="rfa"),
+    "fot_puma": dict(attention="softmax_puma", activation="gelu_puma"),
+    "fot_secfwt": dict(attention="rfa", rfa_trig="masked", normalize_qk=True,
+                       activation="gelu_puma"),
+}
 DEFINITIONS = {
     ("sft", "iteration"): "one Adam step on one batch: forward + backward + update of all "
     "non-embedding parameters, one secure program",
@@ -57,8 +70,7 @@ def model_config(cfg: DictConfig, method: str, layers: int | None):
 
     over = dict(initializer_range=float(cfg.model.initializer_range),
                 num_features=int(cfg.num_features))
-    if method == "fot_rfa":
-        over["attention"] = "rfa"
+    over.update(FOT_VARIANTS.get(method, {}))
     if layers:
         over["num_hidden_layers"] = int(layers)
     return ModelConfig.preset(cfg.model.name, **over)
@@ -120,13 +132,22 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
         _, cost = fn(*args, reveal=False)
         out.append(("iteration", 1, cost))
     else:
-        fn = be.compile(verbalizer_fn(config, words))
+        masked = config.attention == "rfa" and config.rfa_trig == "masked"
+        reveal = None
+        if masked:
+            from secfwt_jax.backend.masked_trig import model_trig_masks_for, reveal_fn
+
+            reveal = reveal_fn(be.name)
+        fn = be.compile(verbalizer_fn(config, words, reveal=reveal))
         pops = [1] + ([int(cfg.population)] if cfg.generation == "measured" else [])
         for p in pops:
             prompts = (0.1 * rng.standard_normal((p, prompt_len, config.hidden_size))).astype(
                 np.float32)
-            fn.precompile(weights, embeds, mask, mask_onehot, prompts)
-            _, cost = fn(weights, embeds, mask, mask_onehot, prompts)
+            # the data owner's fresh masks of this call (shared like any input)
+            extra = (model_trig_masks_for(be, config, p * int(cfg.batch), int(cfg.seq_len),
+                                          rng=rng),) if masked else ()
+            fn.precompile(weights, embeds, mask, mask_onehot, prompts, *extra)
+            _, cost = fn(weights, embeds, mask, mask_onehot, prompts, *extra)
             out.append(("query" if p == 1 else "generation", p, cost))
     be.delete(weights)
     return out
@@ -187,7 +208,8 @@ def base_record(cfg, protocol, method, unit, population, config_layers) -> dict:
     )
 
 
-def run(cfg: DictConfig) -> list[dict]:
+def run(cfg: DictConfig, on_record=None) -> list[dict]:
+    """All records; `on_record(records)` after each one, so a crash keeps what was measured."""
     from secfwt_jax.backend import make_backend
 
     bad = [m for m in cfg.methods if m not in METHODS]
@@ -217,6 +239,8 @@ def run(cfg: DictConfig) -> list[dict]:
                                **fig, networks=networks(fig))
                     records.append(rec)
                     print(summary_line(rec), flush=True)
+                    if on_record:
+                        on_record(records)
             if cfg.compose_from:
                 for unit in sorted({u for u, _ in measured}):
                     (pop, f1), (_, f2) = measured[(unit, 1)], measured[(unit, 2)]
@@ -227,6 +251,8 @@ def run(cfg: DictConfig) -> list[dict]:
                                **fig, networks=networks(fig))
                     records.append(rec)
                     print(summary_line(rec), flush=True)
+                    if on_record:
+                        on_record(records)
     return records
 
 
@@ -310,10 +336,12 @@ def main(cfg: DictConfig) -> None:
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.yaml"), "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    records = run(cfg)
-    write_outputs(records, run_dir)
-    if cfg.out_dir:
-        write_outputs(records, str(cfg.out_dir))
+    def save(records):
+        write_outputs(records, run_dir)
+        if cfg.out_dir:
+            write_outputs(records, str(cfg.out_dir))
+
+    save(run(cfg, on_record=save))
     print(f"run directory: {run_dir}")
 
 

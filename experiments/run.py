@@ -37,7 +37,7 @@ def model_from_config(cfg: DictConfig, tokenizer=None):
     real tokenizer, its vocabulary size, special-token ids and (for presets) its maximum
     length."""
     overrides = {k: cfg.method[k] for k in (
-        "attention", "activation", "num_features", "feature_kind", "normalize_qk")}
+        "attention", "activation", "num_features", "feature_kind", "normalize_qk", "rfa_trig")}
     if tokenizer is not None:
         overrides.update(
             vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -84,6 +84,7 @@ def tuning_config(cfg: DictConfig) -> TuningConfig:
         prompt_len=int(cfg.prompt_len), prompt_mode=cfg.prompt_mode, projection=cfg.projection,
         budget=int(cfg.budget), loss=cfg.loss, reveal=cfg.reveal, eval_every=int(cfg.eval_every),
         patience=int(cfg.patience), checkpoint_every=int(cfg.checkpoint_every), seed=int(cfg.seed),
+        vocab_bucket=int(cfg.vocab_bucket),
     )
 
 
@@ -144,8 +145,10 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     summary = dict(
         task=cfg.task.name, protocol=p.name, field=p.field, mode=p.mode, model=cfg.model.name,
         method=cfg.method.name, attention=config.attention, activation=config.activation,
-        optimizer=tcfg.optimizer, popsize=tcfg.popsize, intrinsic_dim=tcfg.intrinsic_dim,
-        prompt_len=tcfg.prompt_len, seed=tcfg.seed,
+        rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
+        embedding_lookups=tuner.evaluator.lookups, optimizer=tcfg.optimizer,
+        popsize=tcfg.popsize, intrinsic_dim=tcfg.intrinsic_dim, prompt_len=tcfg.prompt_len,
+        seed=tcfg.seed,
         model_shape=dict(layers=config.num_hidden_layers, hidden=config.hidden_size,
                          heads=config.num_attention_heads, vocab=config.vocab_size),
         train_examples=len(train.labels), dev_examples=len(dev.labels),

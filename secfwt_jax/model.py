@@ -139,18 +139,24 @@ class RobertaMLM(nn.Module):
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def embed(self, tokens, positions):
+    def embed(self, tokens, positions, rows=None):
         """Token + position + token-type embeddings, before the embedding layer norm.
 
         tokens: (B, S) int ids, or (B, S, V) one-hot rows (the MPC-friendly lookup: a matmul
         with the secret table instead of a gather at secret indices). positions likewise:
         (B, S) ids or (B, S, max_position_embeddings) one-hot. Returns (B, S, H).
+        rows: None, or (U, H) rows of the word-embedding table (see `vocab_rows`); tokens then
+        index (or one-hot select, (B, S, U)) into these rows instead of the whole vocabulary.
         """
         return (
-            _lookup(self.word_embeddings, tokens)
+            _lookup(self.word_embeddings if rows is None else rows, tokens)
             + _lookup(self.position_embeddings, positions)
             + self.token_type_embeddings[0]
         )
+
+    def vocab_rows(self, selection):
+        """(U, V) one-hot selection rows -> (U, H) rows of the word-embedding table."""
+        return selection.astype(self.word_embeddings.dtype) @ self.word_embeddings
 
     def encode(self, embeds, mask, trig_masks=None):
         """Embedding layer norm and all encoder layers. embeds (B, S, H), mask (B, S).
@@ -291,6 +297,29 @@ def embed_fn(config: ModelConfig, prompt_len: int = 0, prompt_mode: str = "cat")
 
     def f(params, tokens, positions):
         return model.apply({"params": params}, tokens, positions, method=RobertaMLM.embed)
+
+    return f
+
+
+def vocab_rows_fn(config: ModelConfig):
+    """f(params, selection (U, V) one-hot) -> (U, H): the word-embedding rows of a
+    sub-vocabulary, selected by a (secret) one-hot matrix. With `embed_rows_fn` this is the
+    two-stage lookup of the secure evaluator (secfwt_jax.tuning.evaluator)."""
+    model = RobertaMLM(config)
+
+    def f(params, selection):
+        return model.apply({"params": params}, selection, method=RobertaMLM.vocab_rows)
+
+    return f
+
+
+def embed_rows_fn(config: ModelConfig):
+    """f(params, rows (U, H), tokens, positions) -> (B, S, H): `embed_fn` with tokens that
+    index (or one-hot select, (B, S, U)) the sub-vocabulary rows from `vocab_rows_fn`."""
+    model = RobertaMLM(config)
+
+    def f(params, rows, tokens, positions):
+        return model.apply({"params": params}, tokens, positions, rows, method=RobertaMLM.embed)
 
     return f
 

@@ -114,3 +114,36 @@ def test_aby3_tuning_learns_and_its_losses_match_plaintext(setup):
     plain, _ = plain_tuner.evaluator.losses(plain_tuner.evaluator.share_examples(task.train),
                                             plain_tuner.prompts(z))
     assert np.max(np.abs(secure - plain)) <= 1e-2
+
+
+@pytest.mark.slow
+def test_masked_trig_rfa_evaluator_matches_plaintext_under_aby3(setup):
+    """method=secfwt (rfa, masked trig): the evaluator supplies fresh masks on every call and
+    the secure candidate losses equal the plaintext ones of the same model."""
+    params, task = setup
+    # normalize_qk as in method=secfwt: the planted model's keys overflow exp(|k|^2/2) without it
+    rfa = {**CFG.__dict__, "attention": "rfa", "num_features": 16, "normalize_qk": True}
+    cfgs = {trig: ModelConfig(**{**rfa, "rfa_trig": trig}) for trig in ("builtin", "masked")}
+    z = np.random.default_rng(2).standard_normal((3, TCFG.intrinsic_dim)).astype(np.float32)
+    A = np.asarray(tuning_projection(TCFG, CFG, params))
+    prompts = (z @ A).reshape(3, TCFG.prompt_len, CFG.hidden_size)
+
+    def evaluate(be, cfg):
+        ev = PromptEvaluator(be, cfg, be.put(params, owner="model"), task.label_word_ids,
+                             prompt_len=TCFG.prompt_len, trig_seed=0)
+        examples = ev.share_examples(task.train)
+        losses, _ = ev.losses(examples, prompts)
+        return ev, examples, losses
+
+    plain_ev, plain_ex, plain = evaluate(make_backend("plaintext"), cfgs["masked"])
+    _, _, plain_builtin = evaluate(make_backend("plaintext"), cfgs["builtin"])
+    np.testing.assert_allclose(plain, plain_builtin, atol=1e-4)  # identity masks in plaintext
+    with make_backend("aby3") as be:
+        ev, examples, secure = evaluate(be, cfgs["masked"])
+        first, second = ev._trig_masks(examples, prompts), ev._trig_masks(examples, prompts)
+        masked_bytes = ev.costs[-1].bytes_total
+    assert not np.array_equal(first[0][0]["t"][0], second[0][0]["t"][0])  # fresh per call
+    assert np.max(np.abs(secure - plain)) <= 1e-2
+    with make_backend("aby3") as be:
+        ev, _, builtin = evaluate(be, cfgs["builtin"])
+        assert masked_bytes < ev.costs[-1].bytes_total

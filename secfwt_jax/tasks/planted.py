@@ -89,7 +89,9 @@ def make_planted(
     embeds = embed_fn(config, prompt_len, prompt_mode)(
         params, ids, position_ids(mask, config, prompt_len, prompt_mode)
     )
-    f = verbalizer_fn(config, words, prompt_mode)
+    # the teacher runs in plaintext, where the masked trigonometry is the built-in cos/sin with
+    # identity masks (same function to float rounding), so it needs no per-call masks
+    f = verbalizer_fn(config.replace(rfa_trig="builtin"), words, prompt_mode)
     hidden = config.hidden_size
     zs = rng.standard_normal((draws, projection.shape[0])).astype(np.float32) * teacher_scale
     prompts = np.concatenate([np.zeros((1, projection.shape[0]), np.float32), zs]) @ projection

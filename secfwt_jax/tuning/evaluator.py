@@ -17,13 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import ModelConfig
-from ..model import embed_fn, position_ids, verbalizer_fn
+from ..model import embed_fn, embed_rows_fn, position_ids, verbalizer_fn, vocab_rows_fn
 
 LOSSES = ("ce", "hinge")
 # One-hot entries (tokens x (vocab + positions)) shared per secure embedding call: 2^25 float32
 # is 128 MiB in the data owner's memory before sharing.
 EMBED_CHUNK_ELEMENTS = 1 << 25
 REVEALS = ("logits", "loss")
+# Sub-vocabulary sizes are rounded up to a multiple of this (see PromptEvaluator).
+VOCAB_BUCKET = 1024
 
 
 def candidate_losses(logits, labels, kind: str = "ce"):
@@ -60,6 +62,7 @@ class ExampleSet:
     labels_onehot: Any
     labels: np.ndarray
     size: int
+    width: int  # tokens per example after the common padding was trimmed
 
 
 class PromptEvaluator:
@@ -68,6 +71,7 @@ class PromptEvaluator:
     def __init__(
         self, backend, config: ModelConfig, params_handle, label_word_ids, *,
         prompt_len: int, prompt_mode: str = "cat", loss: str = "ce", reveal: str = "logits",
+        trig_seed: int | None = None, vocab_bucket: int = VOCAB_BUCKET,
     ):
         if reveal not in REVEALS:
             raise ValueError(f"unknown reveal {reveal!r}; accepted: {', '.join(REVEALS)}")
@@ -76,14 +80,30 @@ class PromptEvaluator:
         self.backend, self.config, self.params = backend, config, params_handle
         self.prompt_len, self.prompt_mode = prompt_len, prompt_mode
         self.loss, self.reveal = loss, reveal
+        if int(vocab_bucket) < 0:
+            raise ValueError(f"vocab_bucket must be >= 0 (0: whole-vocabulary one-hot), got "
+                             f"{vocab_bucket}")
+        self.vocab_bucket = int(vocab_bucket)
+        self.lookups: list[dict] = []  # how each share_examples call looked its tokens up
         self.num_labels = len(label_word_ids)
         self.secure = backend.name != "plaintext"
         self._embed = backend.compile(embed_fn(config, prompt_len, prompt_mode))
-        verbalize = verbalizer_fn(config, label_word_ids, prompt_mode)
+        self._vocab_rows = backend.compile(vocab_rows_fn(config))
+        self._embed_rows = backend.compile(embed_rows_fn(config))
+        # rfa_trig="masked": every call gets fresh trig masks from the data owner (the dealer,
+        # docs/masked_trig.md) and opens the masked angles to the servers inside the program
+        self.masked_trig = config.attention == "rfa" and config.rfa_trig == "masked"
+        self._trig_rng = np.random.default_rng(trig_seed)
+        reveal_to_servers = None
+        if self.masked_trig:
+            from ..backend.masked_trig import reveal_fn
+
+            reveal_to_servers = reveal_fn(backend.name)
+        verbalize = verbalizer_fn(config, label_word_ids, prompt_mode, reveal=reveal_to_servers)
         self._logits = backend.compile(verbalize)
 
-        def losses(params, embeds, mask, mask_onehot, prompts, labels_onehot):
-            logits = verbalize(params, embeds, mask, mask_onehot, prompts)
+        def losses(params, embeds, mask, mask_onehot, prompts, labels_onehot, *trig_masks):
+            logits = verbalize(params, embeds, mask, mask_onehot, prompts, *trig_masks)
             return candidate_losses(logits, jnp.argmax(labels_onehot, -1), loss)
 
         self._losses = backend.compile(losses)
@@ -133,40 +153,87 @@ class PromptEvaluator:
             put = self.backend.put
             return ExampleSet(
                 embeds, put(mask, owner="data"), put(mask_onehot, owner="data"),
-                put(labels_onehot, owner="data"), labels, len(labels),
+                put(labels_onehot, owner="data"), labels, len(labels), width,
             )
         embeds, cost = self._embed(self.params, ids, pos)
         self._account(cost)
-        return ExampleSet(embeds, mask, mask_onehot, labels_onehot, labels, len(labels))
+        return ExampleSet(embeds, mask, mask_onehot, labels_onehot, labels, len(labels), width)
 
     def _secure_embeds(self, ids, pos):
-        """Embeddings of (N, S) token ids kept secret in the parties: one-hot rows, shared in
-        chunks of at most `EMBED_CHUNK_ELEMENTS` one-hot entries (a (N, S, V) one-hot of a
-        real vocabulary does not fit in memory at once), then concatenated under MPC."""
-        v, p = self.config.vocab_size, self.config.max_position_embeddings
-        rows = max(1, EMBED_CHUNK_ELEMENTS // (ids.shape[1] * (v + p)))
+        """Embeddings of (N, S) token ids, kept secret in the parties.
+
+        The data owner shares one-hot rows and the lookup is a secret matmul. Sharing an
+        (N, S, V) one-hot of a 50k vocabulary dominates the cost of a large example set, so
+        when it is cheaper the lookup has two stages: the data owner shares a (U, V) one-hot
+        selecting the U distinct token ids of the set (padded with unused ids up to a multiple
+        of `vocab_bucket`), the servers compute those U rows of the secret table, and each
+        token is a one-hot over the U rows: U V + N S U shared entries instead of N S V. What
+        the servers learn beyond the shapes: U, i.e. the number of distinct tokens rounded up
+        to the bucket (vocab_bucket=0: always the whole-vocabulary one-hot, U not revealed).
+        One-hot arrays are shared in chunks of at most `EMBED_CHUNK_ELEMENTS` entries and
+        concatenated under MPC. `self.lookups` records the choice of every call.
+        """
+        n_tok, v, p = ids.size, self.config.vocab_size, self.config.max_position_embeddings
+        distinct = np.unique(ids)
+        b = self.vocab_bucket
+        u = min(v, -(-len(distinct) // b) * b) if b else v
+        if not b or u * v + n_tok * u >= n_tok * v:
+            self.lookups.append(dict(kind="onehot", vocab=v, tokens=n_tok))
+            return self._chunked(
+                lambda sl: self._embed(self.params, one_hot(ids[sl], v), one_hot(pos[sl], p),
+                                       reveal=False),
+                len(ids), ids.shape[1] * (v + p))
+        self.lookups.append(dict(kind="subvocab", vocab=v, tokens=n_tok, rows=u,
+                                 distinct=len(distinct)))
+        unused = np.setdiff1d(np.arange(v), distinct, assume_unique=True)[:u - len(distinct)]
+        selection = np.concatenate([distinct, unused])
+        rows = self._chunked(
+            lambda sl: self._vocab_rows(self.params, one_hot(selection[sl], v), reveal=False),
+            u, v)
+        local = np.searchsorted(distinct, ids).astype(np.int32)
+        embeds = self._chunked(
+            lambda sl: self._embed_rows(self.params, rows, one_hot(local[sl], u),
+                                        one_hot(pos[sl], p), reveal=False),
+            len(ids), ids.shape[1] * (u + p))
+        self.backend.delete(rows)
+        return embeds
+
+    def _chunked(self, call, n: int, elements_per_row: int):
+        """Secret (n, ...) result of call(slice) over row chunks of at most
+        EMBED_CHUNK_ELEMENTS one-hot entries, concatenated under MPC."""
+        step = max(1, EMBED_CHUNK_ELEMENTS // elements_per_row)
         parts = []
-        for start in range(0, len(ids), rows):
-            tokens = one_hot(ids[start:start + rows], v)
-            positions = one_hot(pos[start:start + rows], p)
-            part, cost = self._embed(self.params, tokens, positions, reveal=False)
+        for start in range(0, n, step):
+            part, cost = call(slice(start, start + step))
             self._account(cost)
             parts.append(part)
         if len(parts) == 1:
             return parts[0]
         if self._concat is None:
             self._concat = self.backend.compile(lambda *xs: jnp.concatenate(xs, axis=0))
-        embeds, cost = self._concat(*parts, reveal=False)
+        out, cost = self._concat(*parts, reveal=False)
         self._account(cost)
         for part in parts:
             self.backend.delete(part)
-        return embeds
+        return out
+
+    def _trig_masks(self, examples: ExampleSet, prompts) -> tuple:
+        """() or (fresh masks for this call,) when the model uses the masked trigonometry."""
+        if not self.masked_trig:
+            return ()
+        from ..backend.masked_trig import model_trig_masks_for
+
+        n_seq = len(prompts) * examples.size
+        seq_len = examples.width + (self.prompt_len if self.prompt_mode == "cat" else 0)
+        return (model_trig_masks_for(
+            self.backend, self.config, n_seq, seq_len, rng=self._trig_rng),)
 
     def logits(self, examples: ExampleSet, prompts) -> np.ndarray:
         """(P, B, C) label-word logits revealed to the data owner. prompts (P, L, H)."""
+        prompts = np.asarray(prompts, np.float32)
         out, cost = self._logits(
-            self.params, examples.embeds, examples.mask, examples.mask_onehot,
-            np.asarray(prompts, np.float32),
+            self.params, examples.embeds, examples.mask, examples.mask_onehot, prompts,
+            *self._trig_masks(examples, prompts),
         )
         self._account(cost)
         return np.asarray(out)
@@ -178,9 +245,10 @@ class PromptEvaluator:
         numbers are revealed; with reveal="logits" the data owner computes it in plaintext.
         """
         if self.reveal == "loss":
+            prompts = np.asarray(prompts, np.float32)
             out, cost = self._losses(
-                self.params, examples.embeds, examples.mask, examples.mask_onehot,
-                np.asarray(prompts, np.float32), examples.labels_onehot,
+                self.params, examples.embeds, examples.mask, examples.mask_onehot, prompts,
+                examples.labels_onehot, *self._trig_masks(examples, prompts),
             )
             self._account(cost)
             return np.asarray(out), None

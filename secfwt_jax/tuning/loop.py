@@ -34,7 +34,8 @@ class TuningConfig:
 
     budget: forward queries = popsize x generations (BBT: 8000). eval_every, checkpoint_every:
     in generations (0 = never). patience: dev evaluations without improvement before stopping
-    (0 = no early stopping).
+    (0 = no early stopping). vocab_bucket: the secure embedding lookup's sub-vocabulary
+    rounding (PromptEvaluator; 0: whole-vocabulary one-hot, nothing but shapes revealed).
     """
 
     optimizer: str = "cmaes"
@@ -51,6 +52,7 @@ class TuningConfig:
     patience: int = 0
     checkpoint_every: int = 10
     seed: int = 0
+    vocab_bucket: int = 1024
 
     @property
     def generations(self) -> int:
@@ -110,7 +112,7 @@ class Tuner:
         self.evaluator = PromptEvaluator(
             backend, model_config, self.params_handle, label_word_ids,
             prompt_len=cfg.prompt_len, prompt_mode=cfg.prompt_mode, loss=cfg.loss,
-            reveal=cfg.reveal,
+            reveal=cfg.reveal, trig_seed=cfg.seed + 7919, vocab_bucket=cfg.vocab_bucket,
         )
 
     # -- helpers --------------------------------------------------------------------------
