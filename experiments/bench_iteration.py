@@ -42,14 +42,23 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 METHODS = ("sft", "prompt_tuning", "fot_softmax", "fot_rfa", "fot_puma", "fot_secfwt")
-# layer variants of the forward-only methods (experiments/conf/method/*.yaml)
-FOT_VARIANTS = {
-    "fot_softmax": {},
-    "fot_rfa": dict(attention="rfa"),
-    "fot_puma": dict(attention="softmax_puma", activation="gelu_puma"),
-    "fot_secfwt": dict(attention="rfa", rfa_trig="masked", normalize_qk=True,
-                       activation="gelu_puma"),
-}
+# forward-only methods: the run.py method config each one uses (experiments/conf/method/)
+FOT_METHOD_CONFIGS = {"fot_softmax": "fot", "fot_rfa": "fot", "fot_puma": "fot_puma",
+                      "fot_secfwt": "secfwt"}
+LAYER_KEYS = ("attention", "activation", "feature_kind", "normalize_qk", "rfa_trig")
+
+
+def fot_variant(method: str) -> dict:
+    """The layer variants of a forward-only method, read from its method config, so that
+    fot_secfwt is exactly `method=secfwt` (fot_rfa: `method=fot` with attention=rfa)."""
+    conf_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf", "method")
+    conf = OmegaConf.load(os.path.join(conf_dir, FOT_METHOD_CONFIGS[method] + ".yaml"))
+    over = {k: conf[k] for k in LAYER_KEYS}
+    if method == "fot_rfa":
+        over["attention"] = "rfa"
+    return over
+
+
 DEFINITIONS = {
     ("sft", "iteration"): "one Adam step on one batch: forward + backward + update of all "
     "non-embedding parameters, one secure program",
@@ -70,7 +79,8 @@ def model_config(cfg: DictConfig, method: str, layers: int | None):
 
     over = dict(initializer_range=float(cfg.model.initializer_range),
                 num_features=int(cfg.num_features))
-    over.update(FOT_VARIANTS.get(method, {}))
+    if method in FOT_METHOD_CONFIGS:
+        over.update(fot_variant(method))
     if layers:
         over["num_hidden_layers"] = int(layers)
     return ModelConfig.preset(cfg.model.name, **over)
