@@ -113,23 +113,19 @@ def make_inputs(cfg: DictConfig, config, params):
     return [int(w) for w in words], (embeds, mask, mask_onehot, prompt)
 
 
-def functions_for(config, words, variant, backend, cfg):
-    """(secure function, its extra args, plaintext function, its extra args)."""
+def functions_for(config, words, backend, cfg):
+    """(secure function, its extra args, plaintext function, its extra args): the extra args
+    are one call's trig masks for a model with rfa_trig="masked" (identity masks in
+    plaintext), else ()."""
+    from secfwt_jax.backend import make_backend
+    from secfwt_jax.backend.masked_trig import call_trig_masks, model_reveal_fn
     from secfwt_jax.model import verbalizer_fn
 
-    if variant["attention"] == "rfa" and variant["rfa_trig"] == "masked":
-        from secfwt_jax.backend import make_backend
-        from secfwt_jax.backend.masked_trig import model_trig_masks_for, reveal_fn
-
-        n_seq = int(cfg.prompts) * int(cfg.batch)
-        secure = verbalizer_fn(config, words, reveal=reveal_fn(backend.name))
-        masks = model_trig_masks_for(backend, config, n_seq, int(cfg.seq_len), rng=int(cfg.seed))
-        plain_masks = model_trig_masks_for(
-            make_backend("plaintext"), config, n_seq, int(cfg.seq_len)
-        )
-        return secure, (masks,), verbalizer_fn(config, words), (plain_masks,)
-    f = verbalizer_fn(config, words)
-    return f, (), f, ()
+    n_seq, seq_len = int(cfg.prompts) * int(cfg.batch), int(cfg.seq_len)
+    secure = verbalizer_fn(config, words, reveal=model_reveal_fn(backend, config))
+    masks = call_trig_masks(backend, config, n_seq, seq_len, rng=int(cfg.seed))
+    plain_masks = call_trig_masks(make_backend("plaintext"), config, n_seq, seq_len)
+    return secure, masks, verbalizer_fn(config, words), plain_masks
 
 
 def same_tree(a, b) -> bool:
@@ -166,7 +162,7 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
                     t = time.perf_counter()
                     handle, put_params = be.put(params, owner="model"), params
                     put_s = time.perf_counter() - t
-                secure, extra, plain, plain_extra = functions_for(config, words, variant, be, cfg)
+                secure, extra, plain, plain_extra = functions_for(config, words, be, cfg)
                 if i not in refs:
                     refs[i] = np.asarray(jax.jit(plain)(params, *inputs, *plain_extra))
                 fn = be.compile(secure)

@@ -142,20 +142,15 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
         _, cost = fn(*args, reveal=False)
         out.append(("iteration", 1, cost))
     else:
-        masked = config.attention == "rfa" and config.rfa_trig == "masked"
-        reveal = None
-        if masked:
-            from secfwt_jax.backend.masked_trig import model_trig_masks_for, reveal_fn
+        from secfwt_jax.backend.masked_trig import call_trig_masks, model_reveal_fn
 
-            reveal = reveal_fn(be.name)
-        fn = be.compile(verbalizer_fn(config, words, reveal=reveal))
+        fn = be.compile(verbalizer_fn(config, words, reveal=model_reveal_fn(be, config)))
         pops = [1] + ([int(cfg.population)] if cfg.generation == "measured" else [])
         for p in pops:
             prompts = (0.1 * rng.standard_normal((p, prompt_len, config.hidden_size))).astype(
                 np.float32)
             # the data owner's fresh masks of this call (shared like any input)
-            extra = (model_trig_masks_for(be, config, p * int(cfg.batch), int(cfg.seq_len),
-                                          rng=rng),) if masked else ()
+            extra = call_trig_masks(be, config, p * int(cfg.batch), int(cfg.seq_len), rng=rng)
             fn.precompile(weights, embeds, mask, mask_onehot, prompts, *extra)
             _, cost = fn(weights, embeds, mask, mask_onehot, prompts, *extra)
             out.append(("query" if p == 1 else "generation", p, cost))

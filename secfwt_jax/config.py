@@ -64,6 +64,11 @@ class ModelConfig:
     # PUMA-style softmax: inputs below -clip are treated as -clip (exp(-14) ~ 8e-7).
     softmax_clip: float = 14.0
 
+    @property
+    def masked_trig(self) -> bool:
+        """True when the model's forward takes per-call trig masks (rfa with masked cos/sin)."""
+        return self.attention == "rfa" and self.rfa_trig == "masked"
+
     def __post_init__(self):
         check_choice("attention", self.attention, ATTENTIONS)
         check_choice("activation", self.activation, ACTIVATIONS)

@@ -63,7 +63,7 @@ class SelfAttention(nn.Module):
         """
         c = self.config
         b, s, _ = x.shape
-        masked = c.attention == "rfa" and c.rfa_trig == "masked"
+        masked = c.masked_trig
         if masked and trig_masks is None:
             raise ValueError(
                 "attention 'rfa' with rfa_trig 'masked' needs trig_masks (one mask pytree per "

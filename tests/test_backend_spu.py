@@ -7,32 +7,21 @@ import pytest
 
 pytest.importorskip("spu")
 
+from tiny_inputs import verbalizer_problem  # noqa: E402
+
 from secfwt_jax.backend import Handle, make_backend  # noqa: E402
 from secfwt_jax.config import ModelConfig  # noqa: E402
-from secfwt_jax.model import init_params, verbalizer_fn  # noqa: E402
+from secfwt_jax.model import verbalizer_fn  # noqa: E402
 
 LABEL_WORDS = (5, 7)
 
 
 def tiny_problem(attention, batch, seq, prompts, prompt_len):
-    """Tiny model, its verbalizer function and inputs, and the plaintext logits.
-
-    The label words' embedding rows are scaled by 30 so the logits are O(1) (about 2): with
-    init_params' normal(0.02) rows they would be ~0.06 and a 1e-2 error bound would say
-    little.
-    """
+    """Tiny model, its verbalizer function and inputs (tiny_inputs.verbalizer_problem: logits
+    of about 2), and the plaintext logits."""
     cfg = ModelConfig.preset("tiny", attention=attention)
-    params = dict(init_params(cfg, seed=0))
-    params["word_embeddings"] = params["word_embeddings"] * 30
-    rng = np.random.default_rng(1)
-    embeds = (0.5 * rng.standard_normal((batch, seq, cfg.hidden_size))).astype(np.float32)
-    mask = np.ones((batch, seq), np.int32)
-    mask[-1, seq - 2:] = 0
-    mask_onehot = np.zeros((batch, seq), np.float32)
-    mask_onehot[:, 2] = 1
-    prompt = (0.1 * rng.standard_normal((prompts, prompt_len, cfg.hidden_size))).astype(np.float32)
+    params, args = verbalizer_problem(cfg, prompts, prompt_len, batch, seq)
     f = verbalizer_fn(cfg, LABEL_WORDS)
-    args = (embeds, mask, mask_onehot, prompt)
     ref = np.asarray(jax.jit(f)(params, *args))
     return f, params, args, ref
 

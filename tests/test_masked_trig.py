@@ -4,10 +4,17 @@ model, and (with spu) its accuracy and cost against SPU's built-in cos/sin."""
 import jax
 import numpy as np
 import pytest
+from tiny_inputs import verbalizer_problem
 
 from secfwt_jax import layers
 from secfwt_jax.backend import make_backend
-from secfwt_jax.backend.masked_trig import model_trig_masks_for, reveal_fn, trig_masks_for
+from secfwt_jax.backend.masked_trig import (
+    call_trig_masks,
+    model_reveal_fn,
+    model_trig_masks_for,
+    reveal_fn,
+    trig_masks_for,
+)
 from secfwt_jax.config import ModelConfig
 from secfwt_jax.model import RobertaMLM, init_params, verbalizer_fn
 from secfwt_jax.secure_trig import (
@@ -175,19 +182,6 @@ def test_builtin_trig_model_refuses_masks():
         RobertaMLM(cfg).apply({"params": params}, ids, np.ones_like(ids), trig_masks=masks)
 
 
-def verbalizer_problem(cfg, prompts=2, prompt_len=2, batch=2, seq=6):
-    params = dict(init_params(cfg, seed=0))
-    params["word_embeddings"] = params["word_embeddings"] * 30  # O(1) logits
-    rng = np.random.default_rng(1)
-    embeds = (0.5 * rng.standard_normal((batch, seq, cfg.hidden_size))).astype(np.float32)
-    mask = np.ones((batch, seq), np.int32)
-    mask[-1, seq - 2:] = 0
-    onehot = np.zeros((batch, seq), np.float32)
-    onehot[:, 2] = 1
-    prompt = (0.1 * rng.standard_normal((prompts, prompt_len, cfg.hidden_size))).astype(np.float32)
-    return params, (embeds, mask, onehot, prompt)
-
-
 def test_verbalizer_with_masked_trig_matches_builtin_in_plaintext():
     cfg = tiny_masked()
     params, args = verbalizer_problem(cfg)
@@ -204,6 +198,17 @@ def test_plaintext_backend_gets_identity_masks_and_no_reveal():
     np.testing.assert_array_equal(m["cos_t"], 1.0)
     with pytest.raises(ValueError, match="unknown protocol 'aby4'"):
         reveal_fn("aby4")
+
+
+def test_call_extras_only_for_models_with_masked_trig():
+    be = make_backend("plaintext")
+    builtin = ModelConfig.preset("tiny", attention="rfa", num_features=8)
+    masked = builtin.replace(rfa_trig="masked")
+    assert not builtin.masked_trig and masked.masked_trig
+    assert call_trig_masks(be, builtin, 2, 5) == () and model_reveal_fn(be, builtin) is None
+    (masks,) = call_trig_masks(be, masked, 2, 5)
+    assert len(masks) == masked.num_hidden_layers
+    check_trig_masks(masks[0], model_trig_mask_shape(masked, 2, 5))
 
 
 # ---------------------------------------------------------------------------------------------

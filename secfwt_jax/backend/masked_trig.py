@@ -35,6 +35,23 @@ def reveal_fn(protocol: str) -> Callable | None:
     return reveal
 
 
+def model_reveal_fn(backend, config) -> Callable | None:
+    """The opening function a model's program needs on `backend`: reveal_fn for a model with
+    rfa_trig="masked" (config.masked_trig), else None."""
+    return reveal_fn(backend.name) if config.masked_trig else None
+
+
+def call_trig_masks(
+    backend, config, n_sequences: int, seq_len: int,
+    rng: np.random.Generator | int | None = None,
+) -> tuple:
+    """The extra arguments of one verbalizer call: () for a model without masked trig, else
+    (fresh masks from model_trig_masks_for,)."""
+    if not config.masked_trig:
+        return ()
+    return (model_trig_masks_for(backend, config, n_sequences, seq_len, rng=rng),)
+
+
 def trig_masks_for(
     backend, shape: Sequence[int], mask_bits: int | None = None,
     rng: np.random.Generator | int | None = None,

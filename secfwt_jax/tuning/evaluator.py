@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..backend.masked_trig import call_trig_masks, model_reveal_fn
 from ..config import ModelConfig
 from ..model import embed_fn, embed_rows_fn, position_ids, verbalizer_fn, vocab_rows_fn
 
@@ -92,14 +93,9 @@ class PromptEvaluator:
         self._embed_rows = backend.compile(embed_rows_fn(config))
         # rfa_trig="masked": every call gets fresh trig masks from the data owner (the dealer,
         # docs/masked_trig.md) and opens the masked angles to the servers inside the program
-        self.masked_trig = config.attention == "rfa" and config.rfa_trig == "masked"
         self._trig_rng = np.random.default_rng(trig_seed)
-        reveal_to_servers = None
-        if self.masked_trig:
-            from ..backend.masked_trig import reveal_fn
-
-            reveal_to_servers = reveal_fn(backend.name)
-        verbalize = verbalizer_fn(config, label_word_ids, prompt_mode, reveal=reveal_to_servers)
+        verbalize = verbalizer_fn(config, label_word_ids, prompt_mode,
+                                  reveal=model_reveal_fn(backend, config))
         self._logits = backend.compile(verbalize)
 
         def losses(params, embeds, mask, mask_onehot, prompts, labels_onehot, *trig_masks):
@@ -219,14 +215,9 @@ class PromptEvaluator:
 
     def _trig_masks(self, examples: ExampleSet, prompts) -> tuple:
         """() or (fresh masks for this call,) when the model uses the masked trigonometry."""
-        if not self.masked_trig:
-            return ()
-        from ..backend.masked_trig import model_trig_masks_for
-
-        n_seq = len(prompts) * examples.size
         seq_len = examples.width + (self.prompt_len if self.prompt_mode == "cat" else 0)
-        return (model_trig_masks_for(
-            self.backend, self.config, n_seq, seq_len, rng=self._trig_rng),)
+        return call_trig_masks(self.backend, self.config, len(prompts) * examples.size, seq_len,
+                               rng=self._trig_rng)
 
     def logits(self, examples: ExampleSet, prompts) -> np.ndarray:
         """(P, B, C) label-word logits revealed to the data owner. prompts (P, L, H)."""
