@@ -12,6 +12,17 @@ Methods and what "one iteration" is (every record states it in `unit` and `defin
 - fot_secfwt: the same as method=secfwt: RFA with l2-normalised q/k, the one-round masked
   cos/sin (fresh masks from the data owner each call, shared as inputs and counted) and PUMA's
   GeLU.
+- sft_grad / sft_update: the two parts of an SFT step as separate programs (unit "part"), for
+  protocols where the whole step does not fit (Cheetah): sft_grad is the forward + backward,
+  sft_update the Adam update of every trainable parameter. The update is element-wise, so it is
+  measured on slices (`update_slices=[1024, 512]`: the first 1/1024 and 1/512 of every
+  parameter, same leaves and kernels) and its bytes and time are extrapolated linearly in the
+  number of entries to the whole model (send actions too where they grow with the entries, as
+  under Cheetah; else the larger slice's: `extrapolate_entries`); further slices check the line
+  (`line_checks`). Under Cheetah the bytes per entry fall as the slices grow, so larger slices
+  give the closer line (experiments/compose_seq.py reads the whole update off the two largest
+  measured slices). With both parts in one run, an `sft` record "sft_grad + sft_update" is
+  composed (tested against the one-program step: tests/test_baselines.py).
 Weights, optimizer state and examples are secret inputs; SFT / prompt-tuning outputs stay
 secret shares (reveal=False); FoT reveals the (P, B, C) logits to the data owner.
 
@@ -21,6 +32,8 @@ layers: cost(N) = cost(1) + (N - 1) * (cost(2) - cost(1)), per party and per op 
 difference cost(2) - cost(1) is the measured cost of one encoder layer (forward and backward
 and its optimizer share), cost(1) - that difference is the rest (embedding layer norm, head,
 loss). Records say `kind: measured` or `kind: composed` (with the layer counts used).
+Figures at a longer sequence than fits (Cheetah) are composed from shorter ones by
+experiments/compose_seq.py.
 
     python experiments/bench_iteration.py model=tiny layers=2 seq_len=16 population=4
     python experiments/bench_iteration.py model=roberta-large compose_from=[1,2] seq_len=128 \
@@ -41,7 +54,10 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-METHODS = ("sft", "prompt_tuning", "fot_softmax", "fot_rfa", "fot_puma", "fot_secfwt")
+METHODS = ("sft", "prompt_tuning", "fot_softmax", "fot_rfa", "fot_puma", "fot_secfwt",
+           "sft_grad", "sft_update")
+# the two parts of an SFT step, measured apart where the whole step does not fit (Cheetah)
+SFT_PARTS = ("sft_grad", "sft_update")
 # forward-only methods: the run.py method config each one uses (experiments/conf/method/)
 FOT_METHOD_CONFIGS = {"fot_softmax": "fot", "fot_rfa": "fot", "fot_puma": "fot_puma",
                       "fot_secfwt": "secfwt"}
@@ -62,6 +78,10 @@ def fot_variant(method: str) -> dict:
 DEFINITIONS = {
     ("sft", "iteration"): "one Adam step on one batch: forward + backward + update of all "
     "non-embedding parameters, one secure program",
+    ("sft_grad", "part"): "the forward + backward part of one SFT step (gradients of all "
+    "non-embedding parameters on one batch), one secure program",
+    ("sft_update", "part"): "the Adam part of one SFT step (moments, update and new "
+    "parameters for every non-embedding parameter), one secure program",
     ("prompt_tuning", "iteration"): "one Adam step on one batch: forward + backward to the "
     "soft prompt + update of the prompt, one secure program",
     ("fot", "query"): "forward of one candidate prompt on one batch (verbalizer logits)",
@@ -108,31 +128,69 @@ def inputs(cfg: DictConfig, config, params, prompt_len: int):
     return (embeds, mask, mask_onehot, labels), words
 
 
-def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[str, int, object]]:
-    """[(unit, population, CallCost)] of one method on a model with `layers` encoder layers."""
+def param_slices(tree, divisor: int):
+    """Every leaf flattened and cut to its first ceil(n / divisor) entries: a pytree with the
+    same leaves (so the same kernels and rounds) and about 1/divisor of the entries."""
+    import jax
+
+    return jax.tree_util.tree_map(
+        lambda x: np.asarray(x).reshape(-1)[: -(-np.size(x) // divisor)], tree)
+
+
+def n_entries(tree) -> int:
+    import jax
+
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def measure(cfg: DictConfig, be, method: str, layers: int | None,
+            divisor: int = 1) -> list[tuple[str, int, object]]:
+    """[(unit, population, CallCost)] of one method on a model with `layers` encoder layers
+    (sft_update: on `param_slices(trainable params, divisor)`)."""
+    import jax
+
     from secfwt_jax.baselines import (
         fixed_point_adam,
+        pack_state,
         prompt_init,
         prompt_step_fn,
+        sft_grad_fn,
         sft_init,
         sft_step_fn,
+        sft_update_fn,
+        split_params,
     )
     from secfwt_jax.model import init_params, verbalizer_fn
 
     config = model_config(cfg, method, layers)
     params = init_params(config, seed=int(cfg.seed))
-    prompt_len = 0 if method == "sft" else int(cfg.prompt_len)
-    (embeds, mask, mask_onehot, labels), words = inputs(cfg, config, params, prompt_len)
     rng = np.random.default_rng(int(cfg.seed) + 1)
-    weights = be.put(params, owner="model")
     opt = fixed_point_adam(float(cfg.learning_rate))
-    out = []
-    if method == "sft":
-        fn = be.compile(sft_step_fn(config, words, opt))
-        args = (weights, be.put(sft_init(params, opt)), embeds, mask, mask_onehot, labels)
+    if method == "sft_update":  # element-wise: no examples, only (slices of) the parameters
+        trainable = param_slices(split_params(params)[0], divisor)
+        grads = jax.tree_util.tree_map(
+            lambda x: (1e-3 * rng.standard_normal(x.shape)).astype(np.float32), trainable)
+        args = (be.put(trainable), be.put(pack_state(opt.init(trainable))), be.put(grads))
+        fn = be.compile(sft_update_fn(opt))
         fn.precompile(*args)
         _, cost = fn(*args, reveal=False)
-        out.append(("iteration", 1, cost))
+        for a in args:
+            be.delete(a)
+        return [("part", 1, cost)]
+    prompt_len = 0 if method.startswith("sft") else int(cfg.prompt_len)
+    (embeds, mask, mask_onehot, labels), words = inputs(cfg, config, params, prompt_len)
+    weights = be.put(params, owner="model")
+    out = []
+    if method in ("sft", "sft_grad"):
+        if method == "sft":
+            fn = be.compile(sft_step_fn(config, words, opt))
+            args = (weights, be.put(sft_init(params, opt)), embeds, mask, mask_onehot, labels)
+        else:
+            fn = be.compile(sft_grad_fn(config, words))
+            args = (weights, embeds, mask, mask_onehot, labels)
+        fn.precompile(*args)
+        _, cost = fn(*args, reveal=False)
+        out.append(("iteration" if method == "sft" else "part", 1, cost))
     elif method == "prompt_tuning":
         prompt = (0.1 * rng.standard_normal((prompt_len, config.hidden_size))).astype(np.float32)
         fn = be.compile(prompt_step_fn(config, words, opt))
@@ -186,31 +244,161 @@ def networks(fig: dict) -> dict:
     return out
 
 
-def compose(f1: dict, f2: dict, n: int) -> dict:
-    """cost(n) = cost(1) + (n - 1) (cost(2) - cost(1)), for every measured figure."""
+def lin(f1: dict, f2: dict, t: float) -> dict:
+    """f1 + t (f2 - f1) for every figure (ints rounded; strings kept)."""
 
-    def lin(a, b):
+    def go(a, b):
         if isinstance(a, dict):
-            return {k: lin(a[k], b[k]) for k in a}
+            return {k: go(a[k], b[k]) for k in a}
         if isinstance(a, list):
-            return [lin(x, y) for x, y in zip(a, b)]
+            return [go(x, y) for x, y in zip(a, b)]
         if isinstance(a, str):
             return a
-        v = a + (n - 1) * (b - a)
+        v = a + t * (b - a)
         return int(round(v)) if isinstance(a, int) else float(v)
 
-    return lin(f1, f2)
+    return go(f1, f2)
+
+
+def compose(f1: dict, f2: dict, n: int) -> dict:
+    """cost(n) = cost(1) + (n - 1) (cost(2) - cost(1)), for every measured figure."""
+    return lin(f1, f2, n - 1)
+
+
+def add(f1: dict, f2: dict) -> dict:
+    """The figures of two programs run one after the other (op classes summed)."""
+    classes = {k: dict(time_s=0.0, bytes=0, send_actions=0)
+               for k in [*f1["by_op_class"], *f2["by_op_class"]]}
+    for f in (f1, f2):
+        for k, v in f["by_op_class"].items():
+            for q in classes[k]:
+                classes[k][q] += v[q]
+    return dict(
+        wall_s=f1["wall_s"] + f2["wall_s"], bytes_total=f1["bytes_total"] + f2["bytes_total"],
+        bytes_sent=[a + b for a, b in zip(f1["bytes_sent"], f2["bytes_sent"])],
+        send_actions=[a + b for a, b in zip(f1["send_actions"], f2["send_actions"])],
+        send_actions_total=f1["send_actions_total"] + f2["send_actions_total"],
+        by_op_class=classes, party_order=f1["party_order"],
+    )
+
+
+BASE_KEYS = ("method", "protocol", "model", "layers", "seq_len", "batch", "population",
+             "prompt_len", "unit", "definition", "field", "mode", "weights", "command")
 
 
 def base_record(cfg, protocol, method, unit, population, config_layers) -> dict:
-    key = (method if method in ("sft", "prompt_tuning") else "fot", unit)
+    key = (method if method in ("sft", "prompt_tuning", *SFT_PARTS) else "fot", unit)
     return dict(
         method=method, protocol=protocol, model=cfg.model.name, layers=config_layers,
         seq_len=int(cfg.seq_len), batch=int(cfg.batch), population=population,
-        prompt_len=0 if method == "sft" else int(cfg.prompt_len), unit=unit,
+        prompt_len=0 if method.startswith("sft") else int(cfg.prompt_len), unit=unit,
         definition=DEFINITIONS[key], field=cfg.field, mode=cfg.mode,
         weights=f"random: init_params(seed={cfg.seed})", command=command_line(),
     )
+
+
+FLAT_ROUNDS = 0.05  # send-action counts of two slices this close (relative) do not grow
+
+
+def extrapolate_entries(f1: dict, f2: dict, n1: int, n2: int, total: int) -> dict:
+    """The figures of an element-wise program on `total` entries from its figures on n1 < n2.
+
+    Bytes and time: the line through the two. Send actions: the line too where they grow with
+    the entries (Cheetah: 1.7x for 2x, its OT batches), else the larger slice's
+    (`keep_flat_rounds`)."""
+    return keep_flat_rounds(f1, f2, lin(f1, f2, (total - n1) / (n2 - n1)))
+
+
+def keep_flat_rounds(f1: dict, f2: dict, fig: dict) -> dict:
+    """`fig` (extrapolated from f1 and f2) with the send-action counts that do not grow from
+    f1 to f2 by more than FLAT_ROUNDS replaced by f2's: ABY3 / SEMI2K send one message per
+    kernel and leaf whatever the size (the counts differ by noise of +-1%), and a line through
+    two noisy near-equal counts, read far out, would be noise (or negative: Cheetah's
+    truncation class went from 13726 to 12894 between slices). Counts that grow (Cheetah's OT
+    batches) keep their extrapolated value."""
+
+    def flat(c1, c2):  # does not grow (counts that shrink, by noise, are not read out either)
+        return c2 - c1 <= FLAT_ROUNDS * max(c2, 1)
+
+    def rounds(c1, c2, c):
+        return c2 if flat(c1, c2) else c
+
+    # judged on the all-party total: in sim mode SPU's log splits ABY3's counts between
+    # parties 1 and 2 unevenly (README), so a single party's count is noisier than the total
+    if flat(f1["send_actions_total"], f2["send_actions_total"]):
+        fig["send_actions"] = list(f2["send_actions"])
+        fig["send_actions_total"] = f2["send_actions_total"]
+    for k, v in fig["by_op_class"].items():
+        v["send_actions"] = rounds(f1["by_op_class"][k]["send_actions"],
+                                   f2["by_op_class"][k]["send_actions"], v["send_actions"])
+    return fig
+
+
+def update_records(cfg, be_factory, protocol: str, emit) -> None:
+    """sft_update on slices 1/d of the trainable parameters (d in cfg.update_slices; the
+    step is element-wise), then the full step by a line through the first two slices in the
+    number of entries (every figure, per party and op class)."""
+    from secfwt_jax.baselines import split_params
+    from secfwt_jax.model import init_params
+
+    config = model_config(cfg, "sft_update", cfg.layers)
+    trainable = split_params(init_params(config, seed=int(cfg.seed)))[0]
+    total = n_entries(trainable)
+    fits = []
+    for d in cfg.update_slices:
+        with be_factory() as be:
+            (unit, pop, cost), = measure(cfg, be, "sft_update", cfg.layers, divisor=int(d))
+        fig = cost_figures(cost)
+        n = n_entries(param_slices(trainable, int(d)))
+        fits.append((n, fig))
+        emit(dict(base_record(cfg, protocol, "sft_update", unit, pop,
+                              config.num_hidden_layers), kind="measured", slice_divisor=int(d),
+                  entries=n, entries_full=total, **fig, networks=networks(fig)))
+    if len(fits) >= 2 and fits[0][0] != fits[1][0]:
+        (n1, f1), (n2, f2) = fits[:2]
+        fig = extrapolate_entries(f1, f2, n1, n2, total)
+        # further slices check the line: its prediction / their measurement
+        checks = []
+        for n, f in fits[2:]:
+            p = extrapolate_entries(f1, f2, n1, n2, n)
+            checks.append(dict(entries=n, bytes_ratio=p["bytes_total"] / f["bytes_total"],
+                               wall_ratio=p["wall_s"] / f["wall_s"],
+                               send_actions_ratio=p["send_actions_total"]
+                               / f["send_actions_total"]))
+        emit(dict(base_record(cfg, protocol, "sft_update", "part", 1, config.num_hidden_layers),
+                  kind="composed", entries=total, entries_full=total,
+                  composed_from_entries=[n1, n2], line_checks=checks,
+                  composition="linear in the entries updated, through the first two "
+                  "measured slices (send actions: the second's where the two are within "
+                  f"{FLAT_ROUNDS:.0%})",
+                  **fig, networks=networks(fig)))
+
+
+def sft_from_parts(records: list[dict], protocol: str, n_layers: int) -> dict | None:
+    """An SFT step = sft_grad + sft_update of the full model, when `records` have both."""
+    full = {}
+    for r in records:  # sft_update: only records of all entries (no slice)
+        whole = r.get("entries") == r.get("entries_full")
+        if r["protocol"] == protocol and r["method"] in SFT_PARTS and r["layers"] == n_layers \
+                and whole:
+            full[r["method"]] = r  # the last: composed after measured
+    if len(full) < 2:
+        return None
+    g, u = full["sft_grad"], full["sft_update"]
+    fig = add({k: g[k] for k in FIGURES}, {k: u[k] for k in FIGURES})
+    base = {k: g[k] for k in BASE_KEYS}
+    base.update(method="sft", unit="iteration", population=1,
+                definition=DEFINITIONS[("sft", "iteration")])
+    return dict(base, kind="composed",
+                composition="sft_grad + sft_update (the two parts of one SFT step, "
+                "measured as separate programs)",
+                parts={m: {k: r.get(k) for k in ("kind", "seq_len", "wall_s", "bytes_total",
+                                                 "composition")} for m, r in full.items()},
+                **fig, networks=networks(fig))
+
+
+FIGURES = ("wall_s", "bytes_total", "bytes_sent", "send_actions", "send_actions_total",
+           "by_op_class", "party_order")
 
 
 def run(cfg: DictConfig, on_record=None) -> list[dict]:
@@ -225,13 +413,25 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
     if cfg.compose_from and sorted(int(x) for x in cfg.compose_from) != [1, 2]:
         raise ValueError(f"compose_from must be [1, 2], got {list(cfg.compose_from)}")
     records = []
+
+    def emit(rec):
+        records.append(rec)
+        print(summary_line(rec), flush=True)
+        if on_record:
+            on_record(records)
+
     for protocol in cfg.protocols:
+        def backend(protocol=protocol):
+            return make_backend(protocol, mode=cfg.mode, field=cfg.field,
+                                fraction_bits=cfg.fraction_bits, timeout_s=float(cfg.timeout_s))
+
         for method in cfg.methods:
+            if method == "sft_update":
+                update_records(cfg, backend, protocol, emit)
+                continue
             measured = {}
             for layers in layer_counts:
-                with make_backend(protocol, mode=cfg.mode, field=cfg.field,
-                                  fraction_bits=cfg.fraction_bits,
-                                  timeout_s=float(cfg.timeout_s)) as be:
+                with backend() as be:
                     t = time.perf_counter()
                     results = measure(cfg, be, method, layers)
                     print(f"{protocol} {method} layers={layers}: "
@@ -240,24 +440,19 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
                     fig = cost_figures(cost)
                     measured[(unit, layers)] = (pop, fig)
                     nl = model_config(cfg, method, layers).num_hidden_layers
-                    rec = dict(base_record(cfg, protocol, method, unit, pop, nl), kind="measured",
-                               **fig, networks=networks(fig))
-                    records.append(rec)
-                    print(summary_line(rec), flush=True)
-                    if on_record:
-                        on_record(records)
+                    emit(dict(base_record(cfg, protocol, method, unit, pop, nl), kind="measured",
+                              **fig, networks=networks(fig)))
             if cfg.compose_from:
                 for unit in sorted({u for u, _ in measured}):
                     (pop, f1), (_, f2) = measured[(unit, 1)], measured[(unit, 2)]
                     fig = compose(f1, f2, n_layers)
-                    rec = dict(base_record(cfg, protocol, method, unit, pop, n_layers),
-                               kind="composed", composed_from_layers=[1, 2],
-                               composition="cost(1) + (N - 1) * (cost(2) - cost(1))",
-                               **fig, networks=networks(fig))
-                    records.append(rec)
-                    print(summary_line(rec), flush=True)
-                    if on_record:
-                        on_record(records)
+                    emit(dict(base_record(cfg, protocol, method, unit, pop, n_layers),
+                              kind="composed", composed_from_layers=[1, 2],
+                              composition="cost(1) + (N - 1) * (cost(2) - cost(1))",
+                              **fig, networks=networks(fig)))
+        rec = sft_from_parts(records, protocol, n_layers)
+        if rec is not None:
+            emit(rec)
     return records
 
 
@@ -268,20 +463,22 @@ def summary_line(r: dict) -> str:
 
 
 def markdown(records: list[dict]) -> str:
-    head = ("| method | protocol | unit | layers | P | kind | wall s | GB total | GB per party | "
-            "send actions (max party) | LAN s | WAN100 s | WAN200 s |")
-    lines = [head, "|" + "---|" * 13]
+    head = ("| method | protocol | unit | seq | layers | P | kind | wall s | GB total | "
+            "GB per party | send actions (max party) | LAN s | WAN100 s | WAN200 s |")
+    lines = [head, "|" + "---|" * 14]
     for r in records:
         n = r["networks"]
         lines.append(
-            f"| {r['method']} | {r['protocol']} | {r['unit']} | {r['layers']} | "
+            f"| {r['method']} | {r['protocol']} | {r['unit']} | {r['seq_len']} | {r['layers']} | "
             f"{r['population']} | {r['kind']} | {r['wall_s']:.3g} | {r['bytes_total'] / 1e9:.4g} "
             f"| {' / '.join(f'{b / 1e9:.3g}' for b in r['bytes_sent'])} | "
             f"{max(r['send_actions'])} | {n['lan']['total_s']:.3g} | "
             f"{n['wan100']['total_s']:.3g} | {n['wan200']['total_s']:.3g} |")
     notes = ["", "Units: " + "; ".join(f"{m} / {u}: {d}" for (m, u), d in DEFINITIONS.items())
              + ".", "wall s, bytes and send actions are measured on this machine (kind "
-             "measured) or composed from measured 1- and 2-layer programs (kind composed); "
+             "measured) or composed from measured programs (kind composed: from 1- and 2-layer "
+             "programs, from shorter sequences or from the two parts of an SFT step, as each "
+             "record's `composition` says); "
              "network times are modelled (wall + max-party bytes / bandwidth + max-party send "
              "actions x latency; docs/backend.md). GB = 10^9 bytes."]
     if records:

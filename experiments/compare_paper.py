@@ -78,7 +78,8 @@ def rows(records: list[dict]) -> list[dict]:
             row = dict(protocol=protocol, method=method, unit=unit, kind=r["kind"],
                        layers=r["layers"], model=r["model"], seq_len=r["seq_len"],
                        batch=r["batch"], population=r["population"], wall_s=r["wall_s"],
-                       lan_s=lan, gb=gb, command=r["command"])
+                       lan_s=lan, gb=gb, command=r["command"],
+                       composed_from_seq_lens=r.get("composed_from_seq_lens"))
             for name, base in (("sft", sft), ("pt", pt)):
                 if base is not None:
                     row[f"time_x_vs_{name}"] = base["networks"]["lan"]["total_s"] / lan
@@ -118,19 +119,30 @@ def composition_check(records: list[dict]) -> list[dict]:
 
 
 def composition_markdown(check: list[dict]) -> str:
-    lines = ["| protocol | method | unit | model | seq | layers | GB composed / measured | "
-             "wall s composed / measured |", "|" + "---|" * 8]
+    """Composed vs measured rows (`composition_check`, or compose_seq's check, whose rows also
+    say the sequence lengths fitted and the send-action ratio)."""
+    seq = bool(check) and "from_seq" in check[0]
+    lines = ["| protocol | method | unit | model | seq | layers | " + (
+        "fitted from seq | " if seq else "") + "GB composed / measured | "
+             "wall s composed / measured |" + (" send actions ratio |" if seq else ""),
+             "|" + "---|" * (10 if seq else 8)]
     for c in check:
         lines.append(
             f"| {c['protocol']} | {c['method']} | {c['unit']} | {c['model']} | {c['seq_len']} | "
-            f"{c['layers']} | {c['bytes_composed'] / 1e9:.4g} / {c['bytes_measured'] / 1e9:.4g} "
+            f"{c['layers']} | " + (f"{c['from_seq']} | " if seq else "")
+            + f"{c['bytes_composed'] / 1e9:.4g} / {c['bytes_measured'] / 1e9:.4g} "
             f"= {c['bytes_ratio']:.4f} | {c['wall_composed']:.4g} / {c['wall_measured']:.4g} = "
-            f"{c['wall_ratio']:.3f} |")
+            f"{c['wall_ratio']:.3f} |" + (f" {c['send_actions_ratio']:.3f} |" if seq else ""))
     return "\n".join(lines) + "\n"
 
 
 def _x(v) -> str:
     return "-" if v is None else f"{v:.1f}x"
+
+
+def kind(row: dict) -> str:
+    seqs = row.get("composed_from_seq_lens")
+    return row["kind"] + (f" from seq {'/'.join(map(str, seqs))}" if seqs else "")
 
 
 def markdown(table: list[dict]) -> str:
@@ -145,7 +157,7 @@ def markdown(table: list[dict]) -> str:
                  f"{_x(r['paper_bytes_x_vs_sft'])}") if "paper_lan_s" in r else "- | - | -"
         unit = r["unit"] + (f" (P={r['population']})" if r["unit"] == "generation" else "")
         lines.append(
-            f"| {r['protocol']} | {r['method']} | {unit} | {r['kind']} | {r['lan_s']:.4g} | "
+            f"| {r['protocol']} | {r['method']} | {unit} | {kind(r)} | {r['lan_s']:.4g} | "
             f"{r['wall_s']:.4g} | {r['gb']:.4g} | {_x(r.get('time_x_vs_sft'))} | "
             f"{_x(r.get('wall_x_vs_sft'))} | {_x(r.get('bytes_x_vs_sft'))} | "
             f"{_x(r.get('time_x_vs_pt'))} / {_x(r.get('bytes_x_vs_pt'))} | {paper} |")

@@ -177,23 +177,16 @@ def prompt_init(prompt, optimizer: optax.GradientTransformation):
     return pack_state(optimizer.init(prompt))
 
 
-def sft_step_fn(
-    config: ModelConfig, label_word_ids: Sequence[int], optimizer: optax.GradientTransformation,
-    loss_scale: float = DEFAULT_LOSS_SCALE,
+def sft_grad_fn(
+    config: ModelConfig, label_word_ids: Sequence[int], loss_scale: float = DEFAULT_LOSS_SCALE,
 ):
-    """step(params, opt_state, embeds, mask, mask_onehot, labels_onehot)
-    -> (new params, new opt_state, loss before the step): one SFT step on one batch.
-
-    The gradient is that of loss_scale x loss (mixed-precision-style loss scaling: the
-    backward's values stay far above the fixed-point resolution); pair it with
-    fixed_point_adam(..., loss_scale=the same value), or any optimizer that expects it.
-
-    params: the full model params (embedding tables passed through unchanged); opt_state from
-    `sft_init` (packed: `pack_state`). No soft prompt (P = 1 candidate of length 0).
-    """
+    """grad(params, embeds, mask, mask_onehot, labels_onehot) -> (grads of the trainable
+    params, loss): the forward and backward part of one SFT step (`sft_step_fn` is this
+    followed by `sft_update_fn`). The gradient is that of loss_scale x loss; the loss is
+    returned unscaled."""
     loss = _loss_fn(config, label_word_ids, "cat")
 
-    def step(params, opt_state, embeds, mask, mask_onehot, labels_onehot):
+    def grad(params, embeds, mask, mask_onehot, labels_onehot):
         trainable, frozen = split_params(params)
         prompt = jnp.zeros((1, 0, config.hidden_size), embeds.dtype)
 
@@ -202,10 +195,46 @@ def sft_step_fn(
                                      labels_onehot)
 
         value, grads = jax.value_and_grad(of_trainable)(trainable)
-        value = value / loss_scale
+        return grads, value / loss_scale
+
+    return grad
+
+
+def sft_update_fn(optimizer: optax.GradientTransformation):
+    """update(trainable, opt_state, grads) -> (new trainable, new opt_state): the optimizer
+    part of one SFT step, element-wise over the trainable parameters (opt_state packed,
+    `pack_state`). Any pytree of arrays works, so its cost can be measured on slices of the
+    parameters (experiments/bench_iteration.py, method sft_update)."""
+
+    def update(trainable, opt_state, grads):
         updates, opt_state = optimizer.update(grads, unpack_state(opt_state), trainable)
-        new = {**optax.apply_updates(trainable, updates), **frozen}
-        return new, pack_state(opt_state), value
+        return optax.apply_updates(trainable, updates), pack_state(opt_state)
+
+    return update
+
+
+def sft_step_fn(
+    config: ModelConfig, label_word_ids: Sequence[int], optimizer: optax.GradientTransformation,
+    loss_scale: float = DEFAULT_LOSS_SCALE,
+):
+    """step(params, opt_state, embeds, mask, mask_onehot, labels_onehot)
+    -> (new params, new opt_state, loss before the step): one SFT step on one batch,
+    `sft_grad_fn` then `sft_update_fn` in one program.
+
+    The gradient is that of loss_scale x loss (mixed-precision-style loss scaling: the
+    backward's values stay far above the fixed-point resolution); pair it with
+    fixed_point_adam(..., loss_scale=the same value), or any optimizer that expects it.
+
+    params: the full model params (embedding tables passed through unchanged); opt_state from
+    `sft_init` (packed: `pack_state`). No soft prompt (P = 1 candidate of length 0).
+    """
+    grad, update = sft_grad_fn(config, label_word_ids, loss_scale), sft_update_fn(optimizer)
+
+    def step(params, opt_state, embeds, mask, mask_onehot, labels_onehot):
+        trainable, frozen = split_params(params)
+        grads, value = grad(params, embeds, mask, mask_onehot, labels_onehot)
+        new, opt_state = update(trainable, opt_state, grads)
+        return {**new, **frozen}, opt_state, value
 
     return step
 

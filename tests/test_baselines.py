@@ -15,8 +15,10 @@ from secfwt_jax.baselines import (
     pack_state,
     prompt_init,
     prompt_step_fn,
+    sft_grad_fn,
     sft_init,
     sft_step_fn,
+    sft_update_fn,
     split_params,
     unpack_state,
 )
@@ -172,3 +174,62 @@ def test_composed_layer_costs_match_a_measured_deeper_model():
         composed = bi.compose(figs[1], figs[2], 3)
         assert abs(composed["bytes_total"] / figs[3]["bytes_total"] - 1) < 0.1, method
         assert figs[3]["bytes_total"] > figs[2]["bytes_total"] > figs[1]["bytes_total"]
+
+
+def test_sft_step_is_its_grad_part_then_its_update_part(setup):
+    """bench_iteration measures the SFT step's two parts apart (sft_grad, sft_update) where the
+    whole step does not fit; together they are exactly the step."""
+    cfg, params, batch, _ = setup
+    opt = fixed_point_adam(LR)
+    state = sft_init(params, opt)
+    new, new_state, loss = jax.jit(sft_step_fn(cfg, WORDS, opt))(params, state, *batch)
+    grads, loss2 = jax.jit(sft_grad_fn(cfg, WORDS))(params, *batch)
+    trainable, frozen = split_params(params)
+    new2, new_state2 = jax.jit(sft_update_fn(opt))(trainable, state, grads)
+    assert float(loss) == float(loss2)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(new), leaves({**new2, **frozen})):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(leaves(new_state), leaves(new_state2)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(new2["head_bias"], trainable["head_bias"])
+
+
+@pytest.mark.timeout(300)
+def test_sft_composed_from_its_parts_and_from_update_slices_matches_the_measured_step():
+    """bench_iteration under aby3, tiny shapes: (a) the update part extrapolated linearly in
+    the entries from slices 1/4 and 1/2 of every parameter has the bytes of the whole update
+    (measured, divisor 1) within 1%; (b) the SFT step composed as grad part + update part has
+    the bytes of the measured one-program step within 1%. Send actions of the extrapolated
+    update: those of the larger slice, within 10% of the whole's."""
+    import os
+    import sys
+
+    from omegaconf import OmegaConf
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
+    import bench_iteration as bi
+
+    cfg = OmegaConf.create(dict(
+        model=dict(name="tiny", initializer_range=0.02), layers=2, compose_from=None,
+        seq_len=8, batch=1, population=2, generation="skip", prompt_len=2, num_features=16,
+        num_labels=2, learning_rate=1e-2, seed=0, protocols=["aby3"], mode="sim",
+        field="FM64", fraction_bits=None, timeout_s=120,
+        methods=["sft", "sft_grad", "sft_update"], update_slices=[4, 2, 1]))
+    records = bi.run(cfg)
+    by = {}
+    for r in records:
+        by[(r["method"], r["kind"], r.get("slice_divisor"))] = r
+    whole = by["sft_update", "measured", 1]
+    extrapolated = by["sft_update", "composed", None]
+    assert extrapolated["entries"] == whole["entries"] == whole["entries_full"]
+    assert by["sft_update", "measured", 4]["entries"] < by["sft_update", "measured", 2]["entries"]
+    assert abs(extrapolated["bytes_total"] / whole["bytes_total"] - 1) < 0.01
+    assert abs(max(extrapolated["send_actions"]) / max(whole["send_actions"]) - 1) < 0.1
+    (check,) = extrapolated["line_checks"]  # the third slice (the whole) against the line
+    assert check["entries"] == whole["entries"] and abs(check["bytes_ratio"] - 1) < 0.01
+    step, parts = by["sft", "measured", None], by["sft", "composed", None]
+    assert parts["composition"].startswith("sft_grad + sft_update")
+    assert abs(parts["bytes_total"] / step["bytes_total"] - 1) < 0.01
+    grad = by["sft_grad", "measured", None]
+    assert 0 < grad["bytes_total"] < step["bytes_total"]
