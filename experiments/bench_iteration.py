@@ -143,22 +143,36 @@ def n_entries(tree) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
 
 
-def measure(cfg: DictConfig, be, method: str, layers: int | None,
-            divisor: int = 1) -> list[tuple[str, int, object]]:
-    """[(unit, population, CallCost)] of one method on a model with `layers` encoder layers
-    (sft_update: on `param_slices(trainable params, divisor)`)."""
+def measure_update(cfg: DictConfig, be, trainable):
+    """CallCost of sft_update (the Adam part of an SFT step) on the pytree `trainable`
+    (element-wise: no examples, only parameters, moments and gradients, all secret)."""
     import jax
 
+    from secfwt_jax.baselines import fixed_point_adam, pack_state, sft_update_fn
+
+    rng = np.random.default_rng(int(cfg.seed) + 1)
+    opt = fixed_point_adam(float(cfg.learning_rate))
+    grads = jax.tree_util.tree_map(
+        lambda x: (1e-3 * rng.standard_normal(x.shape)).astype(np.float32), trainable)
+    args = (be.put(trainable), be.put(pack_state(opt.init(trainable))), be.put(grads))
+    fn = be.compile(sft_update_fn(opt))
+    fn.precompile(*args)
+    _, cost = fn(*args, reveal=False)
+    for a in args:
+        be.delete(a)
+    return cost
+
+
+def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[str, int, object]]:
+    """[(unit, population, CallCost)] of one method on a model with `layers` encoder layers
+    (sft_update: `update_records`)."""
     from secfwt_jax.baselines import (
         fixed_point_adam,
-        pack_state,
         prompt_init,
         prompt_step_fn,
         sft_grad_fn,
         sft_init,
         sft_step_fn,
-        sft_update_fn,
-        split_params,
     )
     from secfwt_jax.model import init_params, verbalizer_fn
 
@@ -166,17 +180,6 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None,
     params = init_params(config, seed=int(cfg.seed))
     rng = np.random.default_rng(int(cfg.seed) + 1)
     opt = fixed_point_adam(float(cfg.learning_rate))
-    if method == "sft_update":  # element-wise: no examples, only (slices of) the parameters
-        trainable = param_slices(split_params(params)[0], divisor)
-        grads = jax.tree_util.tree_map(
-            lambda x: (1e-3 * rng.standard_normal(x.shape)).astype(np.float32), trainable)
-        args = (be.put(trainable), be.put(pack_state(opt.init(trainable))), be.put(grads))
-        fn = be.compile(sft_update_fn(opt))
-        fn.precompile(*args)
-        _, cost = fn(*args, reveal=False)
-        for a in args:
-            be.delete(a)
-        return [("part", 1, cost)]
     prompt_len = 0 if method.startswith("sft") else int(cfg.prompt_len)
     (embeds, mask, mask_onehot, labels), words = inputs(cfg, config, params, prompt_len)
     weights = be.put(params, owner="model")
@@ -244,20 +247,27 @@ def networks(fig: dict) -> dict:
     return out
 
 
-def lin(f1: dict, f2: dict, t: float) -> dict:
-    """f1 + t (f2 - f1) for every figure (ints rounded; strings kept)."""
+def combine(figs: list[dict], leaf) -> dict:
+    """leaf(values of one figure across `figs`) for every numeric figure of same-shaped figure
+    dicts (nested dicts and lists walked; ints rounded; strings kept from the first)."""
 
-    def go(a, b):
+    def go(*vals):
+        a = vals[0]
         if isinstance(a, dict):
-            return {k: go(a[k], b[k]) for k in a}
+            return {k: go(*(v[k] for v in vals)) for k in a}
         if isinstance(a, list):
-            return [go(x, y) for x, y in zip(a, b)]
+            return [go(*items) for items in zip(*vals)]
         if isinstance(a, str):
             return a
-        v = a + t * (b - a)
+        v = leaf(*vals)
         return int(round(v)) if isinstance(a, int) else float(v)
 
-    return go(f1, f2)
+    return go(*figs)
+
+
+def lin(f1: dict, f2: dict, t: float) -> dict:
+    """f1 + t (f2 - f1) for every figure (ints rounded; strings kept)."""
+    return combine([f1, f2], lambda a, b: a + t * (b - a))
 
 
 def compose(f1: dict, f2: dict, n: int) -> dict:
@@ -280,6 +290,10 @@ def add(f1: dict, f2: dict) -> dict:
         send_actions_total=f1["send_actions_total"] + f2["send_actions_total"],
         by_op_class=classes, party_order=f1["party_order"],
     )
+
+
+FIGURES = ("wall_s", "bytes_total", "bytes_sent", "send_actions", "send_actions_total",
+           "by_op_class", "party_order")
 
 
 BASE_KEYS = ("method", "protocol", "model", "layers", "seq_len", "batch", "population",
@@ -334,44 +348,57 @@ def keep_flat_rounds(f1: dict, f2: dict, fig: dict) -> dict:
     return fig
 
 
+def figures_of(record: dict) -> dict:
+    return {k: record[k] for k in FIGURES}
+
+
+def whole_update_record(line: tuple[dict, dict], others: list[dict], composition: str) -> dict:
+    """The sft_update record of all entries, read off the line through the two measured slice
+    records `line` (`extrapolate_entries`); each of `others` (measured slices) is checked
+    against the line: its prediction / the measurement, in `line_checks`."""
+    a, b = line
+    total = b["entries_full"]
+
+    def at(n):
+        return extrapolate_entries(figures_of(a), figures_of(b), a["entries"], b["entries"], n)
+
+    checks = []
+    for r in others:
+        p = at(r["entries"])
+        checks.append(dict(entries=r["entries"], bytes_ratio=p["bytes_total"] / r["bytes_total"],
+                           wall_ratio=p["wall_s"] / r["wall_s"],
+                           send_actions_ratio=p["send_actions_total"] / r["send_actions_total"]))
+    fig = at(total)
+    return dict({k: b[k] for k in BASE_KEYS}, kind="composed", entries=total,
+                entries_full=total, composed_from_entries=[a["entries"], b["entries"]],
+                line_checks=checks, composition=composition, **fig, networks=networks(fig))
+
+
 def update_records(cfg, be_factory, protocol: str, emit) -> None:
     """sft_update on slices 1/d of the trainable parameters (d in cfg.update_slices; the
     step is element-wise), then the full step by a line through the first two slices in the
-    number of entries (every figure, per party and op class)."""
+    number of entries (every figure, per party and op class); further slices check the line."""
     from secfwt_jax.baselines import split_params
     from secfwt_jax.model import init_params
 
     config = model_config(cfg, "sft_update", cfg.layers)
     trainable = split_params(init_params(config, seed=int(cfg.seed)))[0]
     total = n_entries(trainable)
-    fits = []
+    slices = []
     for d in cfg.update_slices:
+        part = param_slices(trainable, int(d))
         with be_factory() as be:
-            (unit, pop, cost), = measure(cfg, be, "sft_update", cfg.layers, divisor=int(d))
-        fig = cost_figures(cost)
-        n = n_entries(param_slices(trainable, int(d)))
-        fits.append((n, fig))
-        emit(dict(base_record(cfg, protocol, "sft_update", unit, pop,
-                              config.num_hidden_layers), kind="measured", slice_divisor=int(d),
-                  entries=n, entries_full=total, **fig, networks=networks(fig)))
-    if len(fits) >= 2 and fits[0][0] != fits[1][0]:
-        (n1, f1), (n2, f2) = fits[:2]
-        fig = extrapolate_entries(f1, f2, n1, n2, total)
-        # further slices check the line: its prediction / their measurement
-        checks = []
-        for n, f in fits[2:]:
-            p = extrapolate_entries(f1, f2, n1, n2, n)
-            checks.append(dict(entries=n, bytes_ratio=p["bytes_total"] / f["bytes_total"],
-                               wall_ratio=p["wall_s"] / f["wall_s"],
-                               send_actions_ratio=p["send_actions_total"]
-                               / f["send_actions_total"]))
-        emit(dict(base_record(cfg, protocol, "sft_update", "part", 1, config.num_hidden_layers),
-                  kind="composed", entries=total, entries_full=total,
-                  composed_from_entries=[n1, n2], line_checks=checks,
-                  composition="linear in the entries updated, through the first two "
-                  "measured slices (send actions: the second's where the two are within "
-                  f"{FLAT_ROUNDS:.0%})",
-                  **fig, networks=networks(fig)))
+            fig = cost_figures(measure_update(cfg, be, part))
+        slices.append(dict(base_record(cfg, protocol, "sft_update", "part", 1,
+                                       config.num_hidden_layers), kind="measured",
+                           slice_divisor=int(d), entries=n_entries(part), entries_full=total,
+                           **fig, networks=networks(fig)))
+        emit(slices[-1])
+    if len(slices) >= 2 and slices[0]["entries"] != slices[1]["entries"]:
+        emit(whole_update_record(
+            (slices[0], slices[1]), slices[2:],
+            "linear in the entries updated, through the first two measured slices (send "
+            f"actions: the second's where they do not grow by more than {FLAT_ROUNDS:.0%})"))
 
 
 def sft_from_parts(records: list[dict], protocol: str, n_layers: int) -> dict | None:
@@ -385,7 +412,7 @@ def sft_from_parts(records: list[dict], protocol: str, n_layers: int) -> dict | 
     if len(full) < 2:
         return None
     g, u = full["sft_grad"], full["sft_update"]
-    fig = add({k: g[k] for k in FIGURES}, {k: u[k] for k in FIGURES})
+    fig = add(figures_of(g), figures_of(u))
     base = {k: g[k] for k in BASE_KEYS}
     base.update(method="sft", unit="iteration", population=1,
                 definition=DEFINITIONS[("sft", "iteration")])
@@ -395,10 +422,6 @@ def sft_from_parts(records: list[dict], protocol: str, n_layers: int) -> dict | 
                 parts={m: {k: r.get(k) for k in ("kind", "seq_len", "wall_s", "bytes_total",
                                                  "composition")} for m, r in full.items()},
                 **fig, networks=networks(fig))
-
-
-FIGURES = ("wall_s", "bytes_total", "bytes_sent", "send_actions", "send_actions_total",
-           "by_op_class", "party_order")
 
 
 def run(cfg: DictConfig, on_record=None) -> list[dict]:

@@ -39,12 +39,13 @@ PAPER_ROW = {"sft": "sft", "prompt_tuning": "prompt_tuning", "fot_softmax": "fot
 
 
 def load_records(paths) -> list[dict]:
+    """The records of iteration.json files, each with `source`: the file it came from."""
     records = []
     for path in paths:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no iteration records at {path} (run bench_iteration.py)")
         with open(path) as f:
-            records.extend(json.load(f))
+            records.extend(dict(r, source=path) for r in json.load(f))
     return records
 
 

@@ -48,25 +48,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_iteration import (  # noqa: E402
     SFT_PARTS,
+    combine,
+    figures_of,
     keep_flat_rounds,
     networks,
     sft_from_parts,
+    whole_update_record,
     write_outputs,
 )
-from compare_paper import composition_markdown  # noqa: E402
+from compare_paper import composition_markdown, load_records  # noqa: E402
 
 SEQ_FREE = ("sft_update",)  # parts whose cost does not depend on the sequence
-
-
-def load(paths: list[str]) -> list[dict]:
-    out = []
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no iteration records at {path} (run bench_iteration.py)")
-        with open(path) as f:
-            for r in json.load(f):
-                out.append(dict(r, source=path))
-    return out
 
 
 def whole_update(records: list[dict]) -> list[dict]:
@@ -76,8 +68,6 @@ def whole_update(records: list[dict]) -> list[dict]:
     under Cheetah the bytes per entry fall as the slices grow (8.3 KB between 1/1024 and 1/512
     of the parameters, 6.2 KB between 1/512 and 1/256), so the line through the larger slices
     is the closer one; both are upper estimates. A measured whole update is used as it is."""
-    from bench_iteration import BASE_KEYS, FIGURES, extrapolate_entries
-
     out = [r for r in records if r["method"] not in SEQ_FREE]
     for protocol in sorted({r["protocol"] for r in records if r["method"] in SEQ_FREE}):
         mine = [r for r in records if r["method"] in SEQ_FREE and r["protocol"] == protocol]
@@ -90,24 +80,11 @@ def whole_update(records: list[dict]) -> list[dict]:
         if len(slices) < 2:
             raise ValueError(f"{protocol} sft_update: need two measured slices or the whole "
                              f"update, got {len(slices)} slices")
-        (a, b), total = slices[-2:], slices[-1]["entries_full"]
-        fa, fb = ({k: r[k] for k in FIGURES} for r in (a, b))
-
-        def at(n, fa=fa, fb=fb, a=a, b=b):
-            return extrapolate_entries(fa, fb, a["entries"], b["entries"], n)
-
-        fig = at(total)
-        checks = [dict(entries=r["entries"],
-                       bytes_ratio=at(r["entries"])["bytes_total"] / r["bytes_total"],
-                       wall_ratio=at(r["entries"])["wall_s"] / r["wall_s"]) for r in slices[:-2]]
-        rec = {k: b[k] for k in BASE_KEYS}
-        rec.update(kind="composed", entries=total, entries_full=total,
-                   composed_from_entries=[a["entries"], b["entries"]], line_checks=checks,
-                   composition="linear in the entries updated, through the two largest "
-                   "measured slices (send actions: the larger's where they do not grow)",
-                   source=b["source"], **fig)
-        rec["networks"] = networks(fig)
-        out.append(rec)
+        rec = whole_update_record(
+            (slices[-2], slices[-1]), slices[:-2],
+            "linear in the entries updated, through the two largest measured slices (send "
+            "actions: the larger's where they do not grow)")
+        out.append(dict(rec, source=slices[-1]["source"]))
     return out
 
 
@@ -115,8 +92,6 @@ def deepest(records: list[dict]) -> dict:
     """{(protocol, method, unit, seq_len): record with the most layers (composed first)}."""
     out = {}
     for r in records:
-        if r["method"] in SEQ_FREE and r.get("entries") != r.get("entries_full"):
-            continue  # a slice of the update, not the whole
         key = (r["protocol"], r["method"], r["unit"], r["seq_len"])
         old = out.get(key)
         if old is None or (r["layers"], r["kind"] == "composed") > (
@@ -138,14 +113,7 @@ def fit(points: list[tuple[int, dict]], seq: int, degree: int) -> dict:
     last = int(np.argmax(xs))
     below = int(np.argmax(np.where(xs < xs[last], xs, -np.inf))) if len(xs) > 1 else last
 
-    def go(*vals):
-        a = vals[0]
-        if isinstance(a, dict):
-            return {k: go(*(v[k] for v in vals)) for k in a}
-        if isinstance(a, list):
-            return [go(*items) for items in zip(*vals)]
-        if isinstance(a, str):
-            return a
+    def leaf(*vals):
         v = float(sum(wi * vi for wi, vi in zip(w, vals)))
         if seq > xs[last] and v < vals[last] and degree > 1:
             # a concave fit read beyond the points can fall below the longest measurement (or
@@ -154,11 +122,9 @@ def fit(points: list[tuple[int, dict]], seq: int, degree: int) -> dict:
             # longest points
             t = (seq - xs[below]) / (xs[last] - xs[below])
             v = float(vals[below] + t * (vals[last] - vals[below]))
-        return int(round(v)) if isinstance(a, int) else v
+        return v
 
-    keys = ("wall_s", "bytes_total", "bytes_sent", "send_actions", "send_actions_total",
-            "by_op_class")
-    return {k: go(*(f[k] for _, f in points)) for k in keys}
+    return combine([figures_of(f) for _, f in points], leaf)
 
 
 def fit_mixed(points: list[tuple[int, dict]], seq: int, degree: int, time_degree: int) -> dict:
@@ -183,7 +149,7 @@ def compose(records: list[dict], seq: int, degree: int, command: str,
     soft prompt (default: the longest point's, scaled to `seq`); time_degree: see fit_mixed."""
     if time_degree > degree:
         raise ValueError(f"time_degree {time_degree} is above degree {degree}")
-    best = deepest(records)
+    best = deepest(whole_update(records))
     groups = {}
     for (protocol, method, unit, s), r in best.items():
         groups.setdefault((protocol, method, unit), []).append((s, r))
@@ -274,14 +240,13 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     here = os.path.relpath(os.path.abspath(__file__))
     command = "python " + shlex.join([here, *(sys.argv[1:] if argv is None else argv)])
-    records = load(args.records)
+    records = load_records(args.records)
     if args.methods:
         known = sorted({r["method"] for r in records})
         bad = [m for m in args.methods if m not in known]
         if bad:
             raise ValueError(f"methods {bad} are not in the records; they have {known}")
         records = [r for r in records if r["method"] in args.methods]
-    records = whole_update(records)
     composed = compose(records, args.seq, args.degree, command, args.prompt_len,
                        args.time_degree)
     composed = with_sft(composed)
@@ -290,7 +255,7 @@ def main(argv=None) -> None:
     write_outputs(composed, args.out)
     print(open(os.path.join(args.out, "iteration.md")).read())
     if args.check:
-        rows = check(composed, load(args.check))
+        rows = check(composed, load_records(args.check))
         if not rows:
             raise ValueError(f"no record in {args.check} matches a composed one at seq {args.seq}")
         with open(os.path.join(args.out, "seq_check.json"), "w") as f:

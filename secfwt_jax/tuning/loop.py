@@ -23,7 +23,7 @@ import numpy as np
 
 from ..tasks.metrics import accuracy
 from .checkpoint import load_state, save_state
-from .evaluator import PromptEvaluator
+from .evaluator import VOCAB_BUCKET, PromptEvaluator
 from .optimizers import make_optimizer
 from .projection import embedding_std, make_projection, prompts_from_z
 
@@ -52,7 +52,7 @@ class TuningConfig:
     patience: int = 0
     checkpoint_every: int = 10
     seed: int = 0
-    vocab_bucket: int = 1024
+    vocab_bucket: int = VOCAB_BUCKET
 
     @property
     def generations(self) -> int:
