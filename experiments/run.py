@@ -285,6 +285,18 @@ def warn_truncated(splits: dict, max_len: int) -> None:
         print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
+def range_warning(cfg: DictConfig) -> str | None:
+    """The warning for a secure RFA run whose exp(|k|^2/2) has no bound (normalize_qk=false):
+    its fixed-point values can wrap around silently (docs/masked_trig.md), so the summary
+    records it. None when the range is bounded or the run is in floating point."""
+    if cfg.method.attention != "rfa" or cfg.method.normalize_qk or cfg.protocol.name == "plaintext":
+        return None
+    return (f"attention=rfa with normalize_qk=false on protocol={cfg.protocol.name}: "
+            "exp(|k|^2/2) is bounded only by the model's keys and may leave the fixed-point range "
+            "(outputs then wrap around silently; docs/masked_trig.md gives the safe range). "
+            "method.normalize_qk=true bounds it for any input")
+
+
 def command_line() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
 
@@ -295,6 +307,8 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
     go into the summary); `choices`: Hydra's group choices (default: each group's name)."""
     tcfg = validate(cfg, choices)
     p = cfg.protocol
+    if range_warning(cfg):
+        print(f"WARNING: {range_warning(cfg)}", file=sys.stderr, flush=True)
     backend = make_backend(  # first: bad protocol settings fail before any work
         p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s
     )
@@ -306,7 +320,8 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
         )
         result = tuner.run(train, dev, test, resume=bool(cfg.resume))
         costs = tuner.evaluator.costs
-    summary = dict(command=command_line(), budgets=(record or {}).get("budgets", [tcfg.budget]),
+    summary = dict(command=command_line(), range_warning=range_warning(cfg),
+                   budgets=(record or {}).get("budgets", [tcfg.budget]),
                    truncated=truncated_counts(train, dev, test),
                    **{k: v for k, v in result.items() if k != "best_z"})
     with open(os.path.join(run_dir, "best_prompt_z.json"), "w") as f:

@@ -407,3 +407,31 @@ def test_eta_is_computed_from_steady_state_steps():
     eta.step()
     assert eta.seconds(10) == pytest.approx(15.0)  # 10 x mean(1, 2), not 10 x mean(100, 1, 2)
     assert eta.text(10) == "0:00:15"
+
+
+# -- secure results that are silently wrong (bench_forward) --------------------------------
+
+def _bench_cfg(*overrides):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose(config_name="bench_forward", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("protocol", ["ref2k", pytest.param("aby3", marks=pytest.mark.slow)])
+def test_bench_forward_default_rfa_is_correct_and_out_of_range_is_marked_wrong(protocol):
+    bench = _load("bench_forward")
+    base = ("attention=rfa", f"protocols=[{protocol}]")
+    ok = bench.run(_bench_cfg(*base))[0]  # the default: normalize_qk=true
+    assert ok["setting"]["normalize_qk"] is True and "wrong" not in ok
+    assert ok["measured"]["max_abs_err"] <= 0.05
+    bad = bench.run(_bench_cfg(*base, "normalize_qk=false"))[0]  # keys overflow FM64
+    assert bad["measured"]["max_abs_err"] > 0.05
+    assert bad["wrong"].startswith("secure output differs from plaintext by ")
+    assert "WRONG" in bench.markdown([ok, bad]).splitlines()[3]
+
+
+def test_secure_rfa_without_normalised_qk_is_flagged_in_the_summary():
+    assert run_py.range_warning(cfg_of("method=secfwt", "protocol=aby3")) is None
+    assert run_py.range_warning(cfg_of("method=secfwt", "method.normalize_qk=false")) is None
+    w = run_py.range_warning(cfg_of("method=secfwt", "method.normalize_qk=false",
+                                    "protocol=aby3"))
+    assert w.startswith("attention=rfa with normalize_qk=false on protocol=aby3: ")
