@@ -82,8 +82,11 @@ def tokenizer_positions(tokenizer) -> int:
     beside its files, else its model_max_length plus RoBERTa's offset (pad id + 1)."""
     path = os.path.join(str(getattr(tokenizer, "name_or_path", "")), "config.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            n = json.load(f).get("max_position_embeddings")
+        try:
+            with open(path) as f:
+                n = json.load(f).get("max_position_embeddings")
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"{path}: not a valid config.json ({type(e).__name__}: {e})") from e
         if n:
             return int(n)
     limit = int(tokenizer.model_max_length)
