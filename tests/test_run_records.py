@@ -435,3 +435,16 @@ def test_secure_rfa_without_normalised_qk_is_flagged_in_the_summary():
     w = run_py.range_warning(cfg_of("method=secfwt", "method.normalize_qk=false",
                                     "protocol=aby3"))
     assert w.startswith("attention=rfa with normalize_qk=false on protocol=aby3: ")
+
+
+def test_unreadable_fingerprint_or_missing_one_refuses_the_resume(tmp_path):
+    from secfwt_jax.tuning.records import prepare_run_dir
+
+    fp = {"seed": 1, "budget": 12}
+    assert prepare_run_dir(str(tmp_path), fp, resume=True)["budgets"] == [12]  # empty: fresh
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(RunDirError, match="holds metrics.jsonl but no fingerprint.json"):
+        prepare_run_dir(str(tmp_path), fp, resume=True)
+    (tmp_path / "fingerprint.json").write_text("{")
+    with pytest.raises(RunDirError, match="fingerprint.json is unreadable"):
+        prepare_run_dir(str(tmp_path), fp, resume=True)

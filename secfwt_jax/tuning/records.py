@@ -104,9 +104,17 @@ def prepare_run_dir(run_dir: str, fingerprint: dict, resume: bool) -> dict:
             f"run directory {run_dir!r} holds {', '.join(present)} but no {FINGERPRINT}, so a "
             "resume cannot be checked to be the same run: give a new hydra.run.dir"
         )
-    with open(path) as f:
-        stored = json.load(f)
-    old = stored["fingerprint"]
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+        old = stored["fingerprint"]
+        if BUDGET not in old:
+            raise KeyError(BUDGET)
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunDirError(
+            f"{path} is unreadable ({type(e).__name__}: {e}), so a resume cannot be checked to "
+            "be the same run: give a new hydra.run.dir"
+        ) from e
     diff = fingerprint_diff(
         {k: v for k, v in old.items() if k != BUDGET},
         {k: v for k, v in fingerprint.items() if k != BUDGET},
