@@ -448,3 +448,17 @@ def test_unreadable_fingerprint_or_missing_one_refuses_the_resume(tmp_path):
     (tmp_path / "fingerprint.json").write_text("{")
     with pytest.raises(RunDirError, match="fingerprint.json is unreadable"):
         prepare_run_dir(str(tmp_path), fp, resume=True)
+
+
+@pytest.mark.data
+def test_real_task_truncation_is_counted_in_the_summary(tmp_path, capsys):
+    shared = pathlib.Path(os.environ.get("SECFWT_SHARED", ROOT.parent / "shared"))
+    data, tok = shared / "data", shared / "tokenizer" / "roberta-base"
+    if not (data / "sst2").is_dir() or not tok.is_dir():
+        pytest.skip(f"real data/tokenizer not found under {shared} (set SECFWT_SHARED)")
+    s = launch(tmp_path, "task=sst2", f"data_dir={data}", f"tokenizer={tok}", "task.max_len=8",
+               "test_limit=16", "budget=6")
+    assert s["truncated"]["test"] > 0 and s["truncated"]["train"] > 0
+    assert set(s["truncated"]) == {"train", "dev", "test"}
+    assert "WARNING: task.max_len=8 (or the model's positions) truncated examples: train " in (
+        capsys.readouterr().err)
