@@ -8,6 +8,11 @@ classes), the modelled time on the standard networks, and the max abs error agai
 plaintext. Weights are random (init_params) unless model=local model.path=DIR gives a
 checkpoint; the record says which. Writes forward.json and forward.md in the run directory.
 
+A secure output further from plaintext than `max_abs_err_limit` (fixed-point values that left
+their range and wrapped around, e.g. RFA's exp(|k|^2/2) without normalize_qk) is no result:
+its record carries `wrong` with the reason, forward.md marks it WRONG, a warning is printed and
+the run exits 1 after writing the records.
+
     python experiments/bench_forward.py                                  # tiny model, 3 protocols
     python experiments/bench_forward.py model=roberta-base layers=1 seq_len=128 \
         protocols=[aby3,semi2k,cheetah] attention=[softmax,rfa]
@@ -145,6 +150,11 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
     bad = [p for p in cfg.protocols if p not in PROTOCOLS or p == "plaintext"]
     if bad:
         raise ValueError(f"unknown protocols {bad}; accepted: {', '.join(PROTOCOLS[1:])}")
+    if not bool(cfg.normalize_qk) and any(v["attention"] == "rfa" for v in variants(cfg)):
+        print("WARNING: attention=rfa with normalize_qk=false: exp(|k|^2/2) is bounded only by "
+              "the inputs and may leave the fixed-point range (docs/masked_trig.md); each secure "
+              f"output is checked against plaintext (max_abs_err_limit {cfg.max_abs_err_limit})",
+              file=sys.stderr, flush=True)
     prepared = []
     for variant in variants(cfg):
         config, params, weights = model_for(cfg, variant)
@@ -182,6 +192,7 @@ def record(cfg, protocol, variant, config, weights, be, cost, out, ref, compile_
     d = cost.to_dict()
     measured = d["measured"]
     measured["max_abs_err"] = float(np.abs(out - ref).max())
+    limit = float(cfg.max_abs_err_limit)
     measured["plaintext_max_abs_logit"] = float(np.abs(ref).max())
     measured["compile_s"] = compile_s
     measured["put_weights_s"] = put_s
@@ -197,8 +208,15 @@ def record(cfg, protocol, variant, config, weights, be, cost, out, ref, compile_
         sequences=int(cfg.prompts) * int(cfg.batch), num_labels=int(cfg.num_labels),
         output_shape=list(out.shape),
     )
-    return dict(protocol=protocol, variant=variant, setting=setting, command=command_line(),
-                measured=measured, modelled=d["modelled"])
+    rec = dict(protocol=protocol, variant=variant, setting=setting, command=command_line(),
+               measured=measured, modelled=d["modelled"], max_abs_err_limit=limit)
+    if not measured["max_abs_err"] <= limit:  # NaN counts as wrong too
+        rec["wrong"] = (
+            f"secure output differs from plaintext by {measured['max_abs_err']:.3g} > "
+            f"max_abs_err_limit {limit}: a fixed-point value left its range (for rfa: "
+            "normalize_qk=true keeps exp(|k|^2/2) in range, docs/masked_trig.md)"
+        )
+    return rec
 
 
 def summary_line(r: dict) -> str:
@@ -207,6 +225,7 @@ def summary_line(r: dict) -> str:
         f"{r['protocol']:8s} {r['variant']['attention']:8s} {r['variant']['rfa_trig']:8s} "
         f"wall {m['wall_s']:.2f} s  bytes/party {m['bytes_sent']}  "
         f"actions/party {m['send_actions']}  max_abs_err {m['max_abs_err']:.2e}"
+        + (f"  WRONG: {r['wrong']}" if "wrong" in r else "")
     )
 
 
@@ -224,7 +243,8 @@ def markdown(records: list[dict]) -> str:
             f"{m['wall_s']:.3g} | {' / '.join(f'{b / mb:.3g}' for b in m['bytes_sent'])} | "
             f"{m['bytes_total'] / mb:.4g} | {' / '.join(map(str, m['send_actions']))} | "
             f"{n['lan']['total_s']:.3g} | {n['wan100']['total_s']:.3g} | "
-            f"{n['wan200']['total_s']:.3g} | {m['max_abs_err']:.2e} |"
+            f"{n['wan200']['total_s']:.3g} | {m['max_abs_err']:.2e}"
+            f"{' WRONG' if 'wrong' in r else ''} |"
         )
     s = records[0]["setting"] if records else {}
     notes = [
@@ -237,6 +257,12 @@ def markdown(records: list[dict]) -> str:
         "network times are modelled: wall + max-party bytes / bandwidth + max-party send "
         "actions x latency (docs/backend.md).",
     ]
+    wrong = [r for r in records if "wrong" in r]
+    if wrong:
+        notes.append(
+            f"WRONG rows ({len(wrong)}) are not results: the secure output differs from "
+            f"plaintext by more than max_abs_err_limit {wrong[0]['max_abs_err_limit']}."
+        )
     if records:
         notes.append(f"Command: `{records[0]['command']}`")
     return "\n".join(lines + notes) + "\n"
@@ -257,8 +283,15 @@ def main(cfg: DictConfig) -> None:
         with open(os.path.join(run_dir, "forward.md"), "w") as f:
             f.write(markdown(records))
 
-    write(run(cfg, on_record=write))
+    records = run(cfg, on_record=write)
+    write(records)
     print(f"run directory: {run_dir}")
+    wrong = [r for r in records if "wrong" in r]
+    if wrong:
+        for r in wrong:
+            print(f"WRONG {r['protocol']} {r['variant']}: {r['wrong']}", file=sys.stderr)
+        raise SystemExit(f"{len(wrong)} of {len(records)} secure outputs are wrong (recorded in "
+                         f"{run_dir}/forward.json as 'wrong')")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Forward-only prompt tuning, end to end: `python experiments/run.py task=mrpc`.
 
 Hydra groups: task, model, method, protocol, optimizer, network (see experiments/conf). Each run
-directory holds config.yaml (resolved), metrics.jsonl (one line per generation) and
-summary.json. `-m protocol=aby3,cheetah` runs both and prints one comparison table.
+directory holds config.yaml (resolved), fingerprint.json (what determines the trajectory, see
+secfwt_jax/tuning/records.py), metrics.jsonl (one line per generation) and summary.json.
+Every setting is checked before the first secure call; a rerun in the same directory resumes
+only the same run. `-m protocol=aby3,cheetah` runs both and prints one comparison table (and
+the failed jobs with their errors).
 
 Examples:
     python experiments/run.py                   # planted task, tiny model, plaintext
@@ -19,6 +22,8 @@ import logging
 import os
 import shlex
 import sys
+import traceback
+import warnings
 
 import hydra
 import numpy as np
@@ -30,6 +35,18 @@ from secfwt_jax import ModelConfig, init_params, load_pretrained  # noqa: E402
 from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E402
 from secfwt_jax.tasks import planted as planted_task  # noqa: E402
 from secfwt_jax.tuning.loop import Tuner, TuningConfig, tuning_projection  # noqa: E402
+from secfwt_jax.tuning.records import (  # noqa: E402
+    dir_sha256,
+    file_sha256,
+    prepare_run_dir,
+    write_fingerprint,
+)
+
+CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+GROUPS = ("task", "model", "method", "protocol", "optimizer", "network")
+# Keys of the config that do not change the tuning trajectory (left out of the fingerprint).
+NOT_IN_FINGERPRINT = ("data_dir", "tokenizer", "checkpoint_every", "resume", "progress",
+                      "network")
 
 
 def model_from_config(cfg: DictConfig, tokenizer=None):
@@ -65,8 +82,11 @@ def tokenizer_positions(tokenizer) -> int:
     beside its files, else its model_max_length plus RoBERTa's offset (pad id + 1)."""
     path = os.path.join(str(getattr(tokenizer, "name_or_path", "")), "config.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            n = json.load(f).get("max_position_embeddings")
+        try:
+            with open(path) as f:
+                n = json.load(f).get("max_position_embeddings")
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"{path}: not a valid config.json ({type(e).__name__}: {e})") from e
         if n:
             return int(n)
     limit = int(tokenizer.model_max_length)
@@ -77,15 +97,134 @@ def tokenizer_positions(tokenizer) -> int:
     )
 
 
+def check_int(key: str, value, low: int, *, allow_none: bool = False):
+    """`value` of config key `key` as an int >= low (None passes when allow_none), else a
+    ValueError naming the key, the value and what is accepted."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        accepted = f"an integer >= {low}" + (" or null" if allow_none else "")
+        raise ValueError(f"{key} must be {accepted}, got {value!r}")
+    return value
+
+
+def check_number(key: str, value) -> float:
+    """`value` of config key `key` as a finite float > 0, else a ValueError naming both."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            np.isfinite(value) and value > 0):
+        raise ValueError(f"{key} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def tuning_config(cfg: DictConfig) -> TuningConfig:
+    ints = {k: check_int(k, cfg[k], low) for k, low in (
+        ("intrinsic_dim", 1), ("prompt_len", 1), ("budget", 1), ("eval_every", 0),
+        ("patience", 0), ("checkpoint_every", 0), ("seed", 0), ("vocab_bucket", 0))}
     return TuningConfig(
-        optimizer=cfg.optimizer.name, popsize=int(cfg.optimizer.popsize),
-        sigma0=float(cfg.optimizer.sigma0), intrinsic_dim=int(cfg.intrinsic_dim),
-        prompt_len=int(cfg.prompt_len), prompt_mode=cfg.prompt_mode, projection=cfg.projection,
-        budget=int(cfg.budget), loss=cfg.loss, reveal=cfg.reveal, eval_every=int(cfg.eval_every),
-        patience=int(cfg.patience), checkpoint_every=int(cfg.checkpoint_every), seed=int(cfg.seed),
-        vocab_bucket=int(cfg.vocab_bucket),
+        optimizer=cfg.optimizer.name,
+        popsize=check_int("optimizer.popsize", cfg.optimizer.popsize, 1),
+        sigma0=check_number("optimizer.sigma0", cfg.optimizer.sigma0),
+        prompt_mode=cfg.prompt_mode, projection=cfg.projection, loss=cfg.loss, reveal=cfg.reveal,
+        **ints,
     )
+
+
+def declared_keys(choices: dict) -> dict[str, set]:
+    """{"": top-level keys of config.yaml, group: keys of the chosen option's file}."""
+    top = OmegaConf.load(os.path.join(CONF_DIR, "config.yaml"))
+    out = {"": set(top) - {"defaults", "hydra"}}
+    for group in GROUPS:
+        out[group] = set(OmegaConf.load(os.path.join(CONF_DIR, group, f"{choices[group]}.yaml")))
+    return out
+
+
+def check_known_keys(cfg: DictConfig, choices: dict) -> None:
+    """Refuse any key that no config file declares (e.g. `+task.label_words=[..]`, which
+    nothing reads): an accepted key the run does not use would make config.yaml lie."""
+    known = declared_keys(choices)
+    unknown = [k for k in cfg if k not in known[""] and k not in GROUPS]
+    for group in GROUPS:
+        unknown += [f"{group}.{k}" for k in cfg[group] if k not in known[group]]
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {', '.join(unknown)}: no part of the run reads them. Keys of "
+            "this configuration: " + "; ".join(
+                f"{g or 'top level'}: {', '.join(sorted(known[g]))}" for g in ("", *GROUPS))
+        )
+
+
+def validate(cfg: DictConfig, choices: dict | None = None) -> TuningConfig:
+    """Check every setting before any work: unknown keys, integers and their ranges, names
+    (protocol, field, mode, network, optimizer, loss, ...) and combinations that cannot run.
+    Returns the TuningConfig."""
+    from secfwt_jax.backend import FIELDS, MODES, NETWORKS, PROTOCOLS
+    from secfwt_jax.config import check_choice
+
+    choices = choices or {g: cfg[g].name for g in GROUPS}
+    check_known_keys(cfg, choices)
+    tcfg = tuning_config(cfg)
+    p = cfg.protocol
+    check_choice("protocol", p.name, PROTOCOLS)
+    check_choice("field", p.field, FIELDS)
+    check_choice("protocol.mode", p.mode, MODES)
+    check_choice("network", cfg.network.name, tuple(NETWORKS))
+    check_int("protocol.fraction_bits", p.fraction_bits, 1, allow_none=True)
+    check_number("protocol.timeout_s", p.timeout_s)
+    check_int("test_limit", cfg.test_limit, 1, allow_none=True)
+    check_int("model.init_seed", cfg.model.init_seed, 0)
+    check_int("model.layers", cfg.model.layers, 1, allow_none=True)
+    check_int("model.max_position_embeddings", cfg.model.max_position_embeddings, 1,
+              allow_none=True)
+    check_number("model.initializer_range", cfg.model.initializer_range)
+    if cfg.task.name == planted_task.NAME:
+        t = cfg.task
+        for key, low in (("num_labels", 2), ("n_train", 1), ("n_dev", 1), ("n_test", 1),
+                         ("seq_len", planted_task.MIN_SEQ_LEN)):
+            check_int(f"task.{key}", t[key], low)
+        check_number("task.teacher_scale", t.teacher_scale)
+    else:
+        for key, low in (("k", 1), ("data_seed", 0), ("max_len", 1)):
+            check_int(f"task.{key}", cfg.task[key], low)
+    if cfg.method.rfa_trig == "masked" and p.name == "plaintext_fxp":
+        # the masked cos/sin reveals masked values to the parties (backend.reveal), which the
+        # fixed-point emulation does not implement
+        raise ValueError(
+            f"method {cfg.method.name!r} (rfa_trig=masked) cannot run on protocol=plaintext_fxp, "
+            "which has no reveal for the masked cos/sin; use protocol=plaintext (float) or an "
+            "SPU protocol (aby3, semi2k, cheetah, ref2k)"
+        )
+    return tcfg
+
+
+def data_files(cfg: DictConfig) -> dict[str, str]:
+    """{split: sha256} of a real task's train/dev/test files ("missing" for an absent one; the
+    loader then names it)."""
+    from secfwt_jax.tasks.data import LOCAL_LAYOUTS, resolve_data_dir
+
+    layout = LOCAL_LAYOUTS.get(cfg.task.name)
+    if layout is None:
+        return {}
+    task_dir = resolve_data_dir(cfg.data_dir) / layout.dirname
+    kshot = task_dir / "k-shot" / f"{cfg.task.k}-{cfg.task.data_seed}"
+    out = {s: file_sha256(kshot / f"{s}.tsv") for s in ("train", "dev")}
+    if layout.test is not None:
+        out["test"] = file_sha256(task_dir / layout.test[0])
+    return out
+
+
+def fingerprint(cfg: DictConfig) -> dict:
+    """Everything that determines the run's trajectory and results: the resolved config less
+    NOT_IN_FINGERPRINT and the protocol's mode/timeout, with the sha256 of the data files, the
+    tokenizer files and a checkpoint's files in place of their paths."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    fp = {k: v for k, v in c.items() if k not in NOT_IN_FINGERPRINT}
+    fp["protocol"] = {k: c["protocol"][k] for k in ("name", "field", "fraction_bits")}
+    if cfg.task.name != planted_task.NAME:
+        fp["data_files"] = data_files(cfg)
+        fp["tokenizer_files"] = dir_sha256(cfg.tokenizer or os.environ.get("SECFWT_TOKENIZER", ""))
+    if cfg.model.path:
+        fp["model_files"] = dir_sha256(cfg.model.path)
+    return fp
 
 
 def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
@@ -94,11 +233,22 @@ def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
         config, params = model_from_config(cfg)
         A = np.asarray(tuning_projection(tcfg, config, params))
         t = cfg.task
-        p = planted_task.make_planted(
-            config, params, A, prompt_len=tcfg.prompt_len, num_labels=t.num_labels,
-            n_train=t.n_train, n_dev=t.n_dev, n_test=t.n_test, seq_len=t.seq_len,
-            teacher_scale=t.teacher_scale, prompt_mode=tcfg.prompt_mode, seed=cfg.seed,
-        )
+        try:
+            p = planted_task.make_planted(
+                config, params, A, prompt_len=tcfg.prompt_len, num_labels=t.num_labels,
+                n_train=t.n_train, n_dev=t.n_dev, n_test=t.n_test, seq_len=t.seq_len,
+                teacher_scale=t.teacher_scale, prompt_mode=tcfg.prompt_mode, seed=cfg.seed,
+            )
+        except ValueError as e:
+            if config.attention != "rfa" or not config.normalize_qk:
+                raise
+            # normalised q/k make a random model's attention near uniform: no teacher separates
+            raise ValueError(
+                f"{e}. With normalize_qk (method {cfg.method.name!r}) a random model's attention "
+                "is near uniform; on the planted task use method.normalize_qk=false "
+                "model.initializer_range=0.15 (weights small enough for RFA's fixed-point "
+                "range), or a real task"
+            ) from e
         return config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy"
 
     from secfwt_jax.tasks import encode, get_task, label_word_ids, load_split, load_tokenizer
@@ -116,19 +266,52 @@ def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
             task, examples, tokenizer, int(cfg.task.max_len), tcfg.prompt_len,
             max_positions=config.max_seq_len,
         )
+    warn_truncated(splits, int(cfg.task.max_len))
     words = label_word_ids(task, tokenizer)
     metric_fn = lambda preds, labels: compute_metrics(task, preds, labels)  # noqa: E731
     return (config, params, words, splits["train"], splits["dev"], splits["test"], metric_fn,
             task.main_metric)
 
 
+def truncated_counts(*batches) -> dict[str, int]:
+    """{split: examples cut to fit} of train, dev, test Batches."""
+    return {s: int(np.sum(b.truncated)) for s, b in zip(("train", "dev", "test"), batches)}
+
+
+def warn_truncated(splits: dict, max_len: int) -> None:
+    counts = {s: int(np.sum(b.truncated)) for s, b in splits.items()}
+    if any(counts.values()):
+        msg = (f"task.max_len={max_len} (or the model's positions) truncated examples: "
+               + ", ".join(f"{s} {n} of {len(splits[s].labels)}" for s, n in counts.items())
+               + "; summary.json records the counts (truncated)")
+        warnings.warn(msg, stacklevel=2)
+        print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+
+
+def range_warning(cfg: DictConfig) -> str | None:
+    """The warning for a secure RFA run whose exp(|k|^2/2) has no bound (normalize_qk=false):
+    its fixed-point values can wrap around silently (docs/masked_trig.md), so the summary
+    records it. None when the range is bounded or the run is in floating point."""
+    if cfg.method.attention != "rfa" or cfg.method.normalize_qk or cfg.protocol.name == "plaintext":
+        return None
+    return (f"attention=rfa with normalize_qk=false on protocol={cfg.protocol.name}: "
+            "exp(|k|^2/2) is bounded only by the model's keys and may leave the fixed-point range "
+            "(outputs then wrap around silently; docs/masked_trig.md gives the safe range). "
+            "method.normalize_qk=true bounds it for any input")
+
+
 def command_line() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
 
 
-def run(cfg: DictConfig, run_dir: str) -> dict:
-    tcfg = tuning_config(cfg)
+def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
+        choices: dict | None = None) -> dict:
+    """One run into run_dir. `record`: the fingerprint record of prepare_run_dir (its budgets
+    go into the summary); `choices`: Hydra's group choices (default: each group's name)."""
+    tcfg = validate(cfg, choices)
     p = cfg.protocol
+    if range_warning(cfg):
+        print(f"WARNING: {range_warning(cfg)}", file=sys.stderr, flush=True)
     backend = make_backend(  # first: bad protocol settings fail before any work
         p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s
     )
@@ -140,6 +323,27 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         )
         result = tuner.run(train, dev, test, resume=bool(cfg.resume))
         costs = tuner.evaluator.costs
+    summary = dict(command=command_line(), range_warning=range_warning(cfg),
+                   budgets=(record or {}).get("budgets", [tcfg.budget]),
+                   truncated=truncated_counts(train, dev, test),
+                   **{k: v for k, v in result.items() if k != "best_z"})
+    with open(os.path.join(run_dir, "best_prompt_z.json"), "w") as f:
+        json.dump(result["best_z"], f)
+    try:  # a failure from here on must not lose the tuning's results: they are written first
+        summary = summarise(cfg, tcfg, config, tuner, train, dev, test, costs, summary)
+    except Exception as e:
+        summary["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    return summary
+
+
+def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict) -> dict:
+    """The full summary: settings, shapes, the tuning's results (`partial`) and network
+    estimates."""
+    p = cfg.protocol
     total = sum_costs(costs)
     networks = {name: estimate_time(total, name).to_dict() for name in ("lan", "wan100", "wan200")}
     summary = dict(
@@ -154,27 +358,46 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         train_examples=len(train.labels), dev_examples=len(dev.labels),
         test_examples=len(test.labels), seq_len=int(train.input_ids.shape[1]),
         weights="checkpoint " + cfg.model.path if cfg.model.path else "random (init_params)",
-        **{k: v for k, v in result.items() if k != "best_z"},
+        **partial,
         network=cfg.network.name, network_estimate_s=networks[cfg.network.name],
-        network_estimates=networks, command=command_line(),
+        network_estimates=networks,
     )
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(run_dir, "best_prompt_z.json"), "w") as f:
-        json.dump(result["best_z"], f)
     return summary
+
+
+def launch(cfg: DictConfig, run_dir: str, choices: dict | None = None) -> dict:
+    """Check every setting and the run directory, then write config.yaml and
+    fingerprint.json and run. Nothing in run_dir is written before the checks pass."""
+    validate(cfg, choices)
+    record = prepare_run_dir(run_dir, fingerprint(cfg), resume=bool(cfg.resume))
+    os.makedirs(run_dir, exist_ok=True)
+    write_fingerprint(run_dir, record)
+    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    return run(cfg, run_dir, record, choices)
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    run_dir = HydraConfig.get().runtime.output_dir
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    s = run(cfg, run_dir)
+    hc = HydraConfig.get()
+    run_dir = hc.runtime.output_dir
+    try:
+        s = launch(cfg, run_dir, {g: hc.runtime.choices[g] for g in GROUPS})
+    except Exception as e:
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        # a multirun goes on with the other jobs; callbacks.SummaryTable lists this one as
+        # failed (from error.json) and makes the sweep exit non-zero
+        traceback.print_exc()
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "error.json"), "w") as f:
+            json.dump(dict(error=f"{type(e).__name__}: {e}", overrides=list(hc.overrides.task),
+                           command=command_line()), f, indent=1)
+        return
     keys = ("task", "protocol", "model", "generations", "queries", "final_loss",
             "initial_train_acc", "train_acc", "dev_metric", "test_metric", "bytes_total", "wall_s")
     print(json.dumps({k: s[k] for k in keys}))

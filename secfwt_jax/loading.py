@@ -4,11 +4,13 @@
 `model.safetensors` (or `pytorch_model.bin`, which needs torch) in Hugging Face's PyTorch
 naming, as published for FacebookAI/roberta-base and roberta-large, or downloads those files
 for a hub name when the hub is reachable. Every tensor is checked: a missing one, one of the
-wrong shape, or one we do not know is an error that names it.
+wrong shape, one holding NaN or Inf, or one we do not know is an error that names it; an
+unreadable weight file or config.json is an error naming the file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -82,7 +84,7 @@ def params_from_state_dict(state: dict[str, np.ndarray], config: ModelConfig) ->
     expected = hf_param_names(config)
     like = _param_shapes(config)
     params: dict = {}
-    missing, mismatched = [], []
+    missing, mismatched, non_finite = [], [], []
     for hf_name, (path, transpose) in expected.items():
         if hf_name not in state:
             missing.append(hf_name)
@@ -92,6 +94,9 @@ def params_from_state_dict(state: dict[str, np.ndarray], config: ModelConfig) ->
         if tuple(value.shape) != tuple(want):
             mismatched.append(f"{hf_name}: checkpoint {tuple(value.shape)}, model {tuple(want)}")
             continue
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            non_finite.append(f"{hf_name} ({bad} of {np.size(value)} values)")
         _set(params, path, jnp.asarray(value, jnp.float32))
     unknown = [k for k in state if k not in expected and not any(p.match(k) for p in _UNUSED)]
     problems = []
@@ -101,6 +106,8 @@ def params_from_state_dict(state: dict[str, np.ndarray], config: ModelConfig) ->
         problems.append(f"mismatched shapes: {'; '.join(mismatched)}")
     if unknown:
         problems.append(f"unknown tensors: {', '.join(unknown)}")
+    if non_finite:
+        problems.append(f"NaN or Inf in tensors: {', '.join(non_finite)}")
     if not problems:
         problems += _check_tied(state, params)
     if problems:
@@ -149,7 +156,13 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
     if os.path.isfile(st):
         from safetensors.numpy import load_file
 
-        return load_file(st)
+        try:
+            return load_file(st)
+        except Exception as e:  # safetensors' own error type for truncated or garbage files
+            raise ValueError(
+                f"{st}: not a readable safetensors file ({type(e).__name__}: {e}); a truncated "
+                "download or a different format (expected Hugging Face model.safetensors)"
+            ) from e
     bin_path = os.path.join(directory, "pytorch_model.bin")
     if os.path.isfile(bin_path):
         try:
@@ -198,6 +211,20 @@ def load_pretrained(name_or_dir: str, **variant_options) -> tuple[RobertaMLM, di
     variant_options override ModelConfig fields, e.g. attention="rfa", num_features=128.
     """
     directory = resolve_checkpoint_dir(name_or_dir)
-    config = ModelConfig.from_json(os.path.join(directory, "config.json"), **variant_options)
+    path = os.path.join(directory, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path}: expected a JSON object (a Hugging Face config), got "
+                         f"{type(hf).__name__}")
+    try:
+        config = ModelConfig.from_hf_dict(hf, **variant_options)
+    except (KeyError, TypeError) as e:
+        raise ValueError(
+            f"{path}: not a RoBERTa config Hugging Face writes ({type(e).__name__}: {e})"
+        ) from e
     params = params_from_state_dict(read_state_dict(directory), config)
     return RobertaMLM(config), params

@@ -256,6 +256,8 @@ def read_tsv(path: str | os.PathLike, task: Task | str, fmt: TsvFormat) -> list[
                     parse_label(t, raw_label, where),
                 )
             )
+    if not examples:
+        raise ValueError(f"{path}: a header row and no examples; expected at least one row")
     return examples
 
 

@@ -20,6 +20,8 @@ from ..model import embed_fn, position_ids, verbalizer_fn
 from .encode import Batch
 
 NAME = "planted"
+# <s>, at least one text token, <mask>, </s>
+MIN_SEQ_LEN = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,19 @@ def make_planted(
     teacher_scale: std of the teacher's z* (the tuner starts from z = 0 with step size sigma0).
     pool: inputs generated per input kept (the kept ones have the widest teacher margins).
     """
+    for key, value, low in (("seq_len", seq_len, MIN_SEQ_LEN), ("num_labels", num_labels, 2),
+                            ("n_train", n_train, 1), ("n_dev", n_dev, 1), ("n_test", n_test, 1),
+                            ("draws", draws, 1), ("pool", pool, 1), ("prompt_len", prompt_len, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"planted task: {key} must be an integer >= {low}, got {value!r}")
+    if num_labels > min(config.vocab_size, 5000) - 4:
+        raise ValueError(f"planted task: num_labels {num_labels} exceeds the candidate label "
+                         f"words of a {config.vocab_size}-token vocabulary")
+    if seq_len > config.max_seq_len - (prompt_len if prompt_mode == "cat" else 0):
+        raise ValueError(
+            f"planted task: seq_len {seq_len} plus the {prompt_len} prompt tokens exceeds the "
+            f"model's {config.max_seq_len} positions"
+        )
     rng = np.random.default_rng(seed)
     n = n_train + n_dev + n_test
     ids = random_batch(config, pool * n, seq_len, rng)

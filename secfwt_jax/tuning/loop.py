@@ -69,10 +69,29 @@ class TuningConfig:
         check_choice("reveal", self.reveal, REVEALS)
         check_choice("prompt_mode", self.prompt_mode, PROMPT_MODES)
         check_choice("projection", self.projection, PROJECTIONS)
+        for name, low in _INT_MINIMA:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not (isinstance(self.sigma0, int | float) and np.isfinite(self.sigma0)
+                and self.sigma0 > 0):
+            raise ValueError(f"sigma0 must be a finite number > 0, got {self.sigma0!r}")
         if self.budget < self.popsize:
             raise ValueError(
                 f"budget {self.budget} is smaller than one generation (popsize {self.popsize})"
             )
+
+
+# Integer settings and their smallest accepted values (0 = "never" for the *_every keys and
+# patience; seeds are non-negative as numpy's generators require).
+_INT_MINIMA = (("popsize", 1), ("intrinsic_dim", 1), ("prompt_len", 1), ("budget", 1),
+               ("eval_every", 0), ("patience", 0), ("checkpoint_every", 0), ("seed", 0),
+               ("vocab_bucket", 0))
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A candidate's loss or revealed logits are NaN or infinite (the checkpoint of the last
+    whole generation was written first)."""
 
 
 def tuning_projection(cfg: TuningConfig, model_config, params) -> jax.Array:
@@ -154,14 +173,28 @@ class Tuner:
         ck = self._path("checkpoint")
         if resume and ck and (os.path.exists(ck) or os.path.exists(ck + ".old")):
             state, loop = load_run(ck, like=state)
-            _truncate_jsonl(self._path("metrics.jsonl"), loop["generation"])
+        # lines after the checkpoint (or, starting afresh, all lines) belong to no run now
+        _truncate_jsonl(self._path("metrics.jsonl"), loop["generation"])
         bytes_before = self.evaluator.bytes_total - loop["bytes_total"]
         wall_before = time.perf_counter() - loop["wall_s"]
         bar = _progress(cfg.generations, loop["generation"], self.progress)
+        eta = SteadyEta()
         done_here = 0
         while loop["generation"] < cfg.generations and not loop["stopped_early"]:
+            before = state
             z, state = self._ask(state)
-            losses, _ = self.evaluator.losses(train_set, self.prompts(np.asarray(z)))
+            losses, logits = self.evaluator.losses(train_set, self.prompts(np.asarray(z)))
+            bad = _non_finite_candidates(losses, logits)
+            if bad:
+                if ck:
+                    save_run(ck, before, loop)
+                bar.close()
+                raise NonFiniteLossError(
+                    f"generation {loop['generation'] + 1}: non-finite loss or logits for "
+                    f"candidate(s) {bad} of {len(losses)} (losses {np.asarray(losses).tolist()}); "
+                    f"the run stopped after saving the checkpoint of generation "
+                    f"{loop['generation']}" + (f" in {ck}" if ck else " (no run directory)")
+                )
             state = self._tell(state, z, jnp.asarray(losses, jnp.float32))
             loop["generation"] += 1
             gen = loop["generation"]
@@ -185,8 +218,10 @@ class Tuner:
             rec.update(bytes_total=loop["bytes_total"], wall_s=round(loop["wall_s"], 4))
             _append_jsonl(self._path("metrics.jsonl"), rec)
             bar.update(1)
+            eta.step()
             bar.set_postfix(loss=f"{rec['loss']:.4f}", dev=rec.get("dev_metric", loop["best_dev"]),
-                            MB=f"{loop['bytes_total'] / 1e6:.1f}")
+                            MB=f"{loop['bytes_total'] / 1e6:.1f}",
+                            eta=eta.text(cfg.generations - loop["generation"]))
             if ck and cfg.checkpoint_every and (gen % cfg.checkpoint_every == 0 or last):
                 save_run(ck, state, loop)
             done_here += 1
@@ -264,7 +299,41 @@ def _truncate_jsonl(path, generation: int):
         f.writelines(keep)
 
 
+def _non_finite_candidates(losses, logits) -> list[int]:
+    """Indices of the candidates whose loss, or any of whose (B, C) logits, is NaN or inf."""
+    bad = ~np.isfinite(np.asarray(losses, np.float64))
+    if logits is not None:
+        lg = np.asarray(logits, np.float64)
+        bad |= ~np.isfinite(lg.reshape(lg.shape[0], -1)).all(axis=1)
+    return np.flatnonzero(bad).tolist()
+
+
+class SteadyEta:
+    """Time left from steady-state generations: the first generation of a process (which
+    compiles the programs, and on a resumed run is the only slow one) is left out."""
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock, self.times = clock, [clock()]
+
+    def step(self) -> None:
+        self.times.append(self.clock())
+
+    def seconds(self, remaining: int) -> float | None:
+        """Estimated seconds for `remaining` generations; None before two have run."""
+        steady = np.diff(self.times)[1:]
+        return float(np.mean(steady) * remaining) if len(steady) else None
+
+    def text(self, remaining: int) -> str:
+        s = self.seconds(remaining)
+        if s is None:
+            return "?"
+        return f"{int(s // 3600)}:{int(s % 3600 // 60):02d}:{int(s % 60):02d}"
+
+
 def _progress(total, initial, enabled):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="gen", desc="tuning")
+    # tqdm's own remaining-time estimate would count the first (compiling) step; SteadyEta's
+    # is shown in the postfix instead
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="gen", desc="tuning",
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
