@@ -83,13 +83,46 @@ def tuning_config(cfg: DictConfig) -> TuningConfig:
         sigma0=float(cfg.optimizer.sigma0), intrinsic_dim=int(cfg.intrinsic_dim),
         prompt_len=int(cfg.prompt_len), prompt_mode=cfg.prompt_mode, projection=cfg.projection,
         budget=int(cfg.budget), loss=cfg.loss, reveal=cfg.reveal, eval_every=int(cfg.eval_every),
+        selection=cfg.selection,
         patience=int(cfg.patience), checkpoint_every=int(cfg.checkpoint_every), seed=int(cfg.seed),
         vocab_bucket=int(cfg.vocab_bucket),
     )
 
 
+DATA_SOURCES = ("lmbff", "bbt")
+
+
+def load_examples(cfg: DictConfig, task, tokenizer, placeholders: int, limit: int) -> dict:
+    """{"train", "dev", "test"}: example lists. data "lmbff": the LM-BFF k-shot files
+    (k, data_seed); "bbt": BBT's own split (bbt.py, construct_true_few_shot_data) of the full
+    training set, k per class for train and for dev, shuffled with data_seed (BBT: 42), after
+    leaving out the rows longer than `limit` tokens (BBT drops them when loading), and BBT's
+    test split."""
+    from secfwt_jax.tasks import (
+        load_bbt_test,
+        load_full_train,
+        load_split,
+        row_lengths,
+        true_few_shot,
+    )
+
+    if cfg.data not in DATA_SOURCES:
+        raise ValueError(f"unknown data {cfg.data!r}; accepted: {', '.join(DATA_SOURCES)}")
+    k, seed = int(cfg.task.k), int(cfg.task.data_seed)
+    if cfg.data == "lmbff":
+        return {split: load_split(task, cfg.data_dir, split, k=k, seed=seed)
+                for split in ("train", "dev", "test")}
+    full = load_full_train(task, cfg.data_dir)
+    if cfg.overlong == "drop":
+        lengths = row_lengths(task, full, tokenizer, placeholders)
+        full = [ex for ex, n in zip(full, lengths) if n <= limit]
+    train, dev = true_few_shot(full, k, seed)
+    return {"train": train, "dev": dev, "test": load_bbt_test(task, cfg.data_dir)}
+
+
 def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
-    """(model config, params, label word ids, train, dev, test batches, metric_fn, main)."""
+    """(model config, params, label word ids, train, dev, test batches, metric_fn, main,
+    data_info) with data_info the data source and the rows left out as too long."""
     if cfg.task.name == planted_task.NAME:
         config, params = model_from_config(cfg)
         A = np.asarray(tuning_projection(tcfg, config, params))
@@ -99,27 +132,34 @@ def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
             n_train=t.n_train, n_dev=t.n_dev, n_test=t.n_test, seq_len=t.seq_len,
             teacher_scale=t.teacher_scale, prompt_mode=tcfg.prompt_mode, seed=cfg.seed,
         )
-        return config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy"
+        return (config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy",
+                dict(data="planted"))
 
-    from secfwt_jax.tasks import encode, get_task, label_word_ids, load_split, load_tokenizer
+    from secfwt_jax.model import prompt_extends_sequence
+    from secfwt_jax.tasks import encode, get_task, label_word_ids, load_tokenizer
     from secfwt_jax.tasks.metrics import compute_metrics
 
     task = get_task(cfg.task.name)
     tokenizer = load_tokenizer(cfg.tokenizer)
     config, params = model_from_config(cfg, tokenizer)
-    splits = {}
-    for split in ("train", "dev", "test"):
-        examples = load_split(task, cfg.data_dir, split, k=cfg.task.k, seed=cfg.task.data_seed)
-        if split == "test" and cfg.test_limit:
-            examples = examples[: int(cfg.test_limit)]
-        splits[split] = encode(
-            task, examples, tokenizer, int(cfg.task.max_len), tcfg.prompt_len,
-            max_positions=config.max_seq_len,
-        )
-    words = label_word_ids(task, tokenizer)
+    # "add" modes: BBT's placeholder tokens in the row; "cat_pre_ln": the prompt takes positions
+    placeholders = 0 if prompt_extends_sequence(tcfg.prompt_mode) else tcfg.prompt_len
+    positioned = tcfg.prompt_len if tcfg.prompt_mode == "cat_pre_ln" else 0
+    max_len = None if cfg.task.max_len is None else int(cfg.task.max_len)
+    examples = load_examples(cfg, task, tokenizer, placeholders, config.max_seq_len - positioned)
+    if cfg.test_limit:
+        examples["test"] = examples["test"][: int(cfg.test_limit)]
+    splits = {
+        split: encode(task, exs, tokenizer, max_len, positioned, max_positions=config.max_seq_len,
+                      placeholders=placeholders, overlong=cfg.overlong)
+        for split, exs in examples.items()
+    }
+    info = dict(data=cfg.data, label_tokens=cfg.label_tokens, overlong=cfg.overlong,
+                left_out_too_long={s: len(examples[s]) - len(splits[s]) for s in splits})
+    words = label_word_ids(task, tokenizer, cfg.label_tokens)
     metric_fn = lambda preds, labels: compute_metrics(task, preds, labels)  # noqa: E731
     return (config, params, words, splits["train"], splits["dev"], splits["test"], metric_fn,
-            task.main_metric)
+            task.main_metric, info)
 
 
 def command_line() -> str:
@@ -133,7 +173,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s
     )
     with backend:
-        config, params, words, train, dev, test, metric_fn, main = load_task_data(cfg, tcfg)
+        config, params, words, train, dev, test, metric_fn, main, data_info = load_task_data(
+            cfg, tcfg)
         tuner = Tuner(
             tcfg, backend, config, params, words, metric_fn=metric_fn, main_metric=main,
             run_dir=run_dir, progress=bool(cfg.progress),
@@ -147,6 +188,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         method=cfg.method.name, attention=config.attention, activation=config.activation,
         rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
         embedding_lookups=tuner.evaluator.lookups, optimizer=tcfg.optimizer,
+        prompt_mode=tcfg.prompt_mode, selection=tcfg.selection, loss=tcfg.loss,
+        projection=tcfg.projection, **data_info,
         popsize=tcfg.popsize, intrinsic_dim=tcfg.intrinsic_dim, prompt_len=tcfg.prompt_len,
         seed=tcfg.seed,
         model_shape=dict(layers=config.num_hidden_layers, hidden=config.hidden_size,

@@ -66,7 +66,9 @@ class LocalLayout:
     """Where a task's files live under the data directory, and their formats.
 
     test / full_train: (file name, format), or None when the local copy lacks that file
-    (`missing_note` then says why and where to get it).
+    (`missing_note` then says why and where to get it). bbt_test: the Hugging Face export of
+    the split BBT tests on, where `test` is another version of it (LM-BFF's text of the GLUE dev
+    sets); None: `test` is already BBT's.
     """
 
     dirname: str
@@ -74,6 +76,7 @@ class LocalLayout:
     test: tuple[str, TsvFormat] | None
     full_train: tuple[str, TsvFormat] | None = None
     missing_note: str = ""
+    bbt_test: tuple[str, TsvFormat] | None = None
 
 
 _LMBFF_SINGLE = TsvFormat("sentence", None, "label", quoted=False)
@@ -94,6 +97,7 @@ LOCAL_LAYOUTS: dict[str, LocalLayout] = {
         "sst2", _LMBFF_SINGLE,
         test=("glue_dev_lmbff_order.tsv", _LMBFF_SINGLE),
         full_train=("glue_train.tsv", TsvFormat("sentence", None, "label", quoted=False)),
+        bbt_test=("glue_validation_hf_order.tsv", TsvFormat("sentence", None, "label", True)),
     ),
     "yelp": LocalLayout(
         "yelp_polarity", TsvFormat("text", None, "label", quoted=True), test=None,
@@ -112,12 +116,14 @@ LOCAL_LAYOUTS: dict[str, LocalLayout] = {
         "mrpc", _LMBFF_MRPC,
         test=("glue_dev_lmbff.tsv", _LMBFF_MRPC),
         full_train=("hf_train.tsv", _HF_GLUE_PAIR),
+        bbt_test=("hf_validation.tsv", _HF_GLUE_PAIR),
     ),
     # LM-BFF's test.tsv (= GLUE RTE dev, 277 rows).
     "rte": LocalLayout(
         "rte", _LMBFF_RTE,
         test=("glue_dev_lmbff.tsv", _LMBFF_RTE),
         full_train=("hf_train.tsv", _HF_GLUE_PAIR),
+        bbt_test=("hf_validation.tsv", _HF_GLUE_PAIR),
     ),
     # Hugging Face snli test without the unlabelled (-1) rows, 9824 rows, as BBT filters.
     "snli": LocalLayout(
@@ -155,12 +161,15 @@ class DatasetLoadError(RuntimeError):
 
 
 def clean_text(task: Task | str, text: str) -> str:
-    """Strip surrounding whitespace; for yelp, turn the literal two characters backslash-n
-    (Yelp's escaped newlines) into a space, as BBT's YelpPLoader does."""
+    """The text as BBT's loaders (dataloader.py) pass it on: for yelp, the literal two
+    characters backslash-n (Yelp's escaped newlines) become a space (YelpPLoader); dbpedia's
+    content is stripped (DBPediaLoader's `.strip()`); other texts keep their surrounding
+    whitespace (e.g. Hugging Face's SST-2 sentences end with a space, which RoBERTa's BPE turns
+    into one more token, as in BBT's rows)."""
     name = as_task(task).name
     if name == "yelp":
         text = text.replace("\\n", " ")
-    return text.strip()
+    return text.strip() if name == "dbpedia" else text
 
 
 def parse_label(task: Task | str, raw, where: str = "") -> int:
@@ -308,6 +317,21 @@ def load_split(
             f"no file {str(path)!r}; {_layout_hint(root, layout)}; "
             f"k-shot folders present: {', '.join(have) or 'none'}"
         )
+    return read_tsv(path, t, fmt)
+
+
+def load_bbt_test(task: Task | str, data_dir: str | os.PathLike | None = None) -> list[Example]:
+    """The split BBT tests on, as Hugging Face gives it (bbt.py: GLUE validation for sst2,
+    mrpc, rte; the test set for the others): LocalLayout.bbt_test where the local `test` file
+    is LM-BFF's version of it, else the local test file (see load_split)."""
+    t = as_task(task)
+    layout = _layout(t)
+    if layout.bbt_test is None:
+        return load_split(t, data_dir, "test")
+    name, fmt = layout.bbt_test
+    path = resolve_data_dir(data_dir) / layout.dirname / name
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {str(path)!r} (BBT's test split of {t.name!r})")
     return read_tsv(path, t, fmt)
 
 
