@@ -374,3 +374,53 @@ def test_tuner_tests_the_candidate_that_dev_selected(params):
     assert len(seen) == 6 and summary["dev_metric"] == 0.9 and summary["selected"] == "dev"
     np.testing.assert_array_equal(np.asarray(summary["best_z"], np.float32), seen[4][0])
     np.testing.assert_array_equal(tested[-1], seen[4][0])  # the test metric is of that z
+
+
+# ---------------------------------------------------------------------------------------------
+# experiments/run.py: the preset and BBT's own split.
+
+
+def _run_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bbt_run", ROOT / "experiments" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.data
+def test_data_bbt_draws_bbts_split_from_the_training_set_and_tests_on_hf_validation(roberta):
+    from omegaconf import OmegaConf
+
+    from secfwt_jax.tasks import true_few_shot
+
+    cfg = OmegaConf.create(dict(data="bbt", data_dir=str(DATA), overlong="drop",
+                                task=dict(name="mrpc", k=16, data_seed=42)))
+    got = _run_module().load_examples(cfg, "mrpc", roberta, placeholders=L, limit=512)
+    full = load_full_train("mrpc", DATA)  # no MRPC training row is over 512 tokens
+    train, dev = true_few_shot(full, 16, 42)
+    assert got["train"] == train and got["dev"] == dev
+    assert sorted(np.bincount([e.label for e in got["train"]]).tolist()) == [16, 16]
+    assert len(got["test"]) == 408 and got["test"] == load_bbt_test("mrpc", DATA)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_experiment_bbt_preset_runs_end_to_end(roberta, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "experiment=bbt", "task=mrpc",
+           "model=tiny", f"data_dir={DATA}", f"tokenizer={TOKENIZER}", "budget=40",
+           "eval_every=20", "test_limit=16", "progress=false", f"hydra.run.dir={tmp_path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert (s["prompt_mode"], s["selection"], s["loss"], s["projection"], s["data"]) == (
+        "add", "bbt", "hinge", "uniform", "bbt")
+    assert (s["prompt_len"], s["intrinsic_dim"], s["popsize"], s["seed"]) == (50, 500, 20, 42)
+    assert s["train_examples"] == s["dev_examples"] == 32 and s["test_examples"] == 16
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x.get("dev_call") for x in lines] == [20, 40]
