@@ -66,9 +66,8 @@ class LocalLayout:
     """Where a task's files live under the data directory, and their formats.
 
     test / full_train: (file name, format), or None when the local copy lacks that file
-    (`missing_note` then says why and where to get it). bbt_test: the Hugging Face export of
-    the split BBT tests on, where `test` is another version of it (LM-BFF's text of the GLUE dev
-    sets); None: `test` is already BBT's.
+    (`missing_note` then says why and where to get it). bbt_test: BBT's test split as Hugging
+    Face gives it where `test` is LM-BFF's text of it (None: `test` is BBT's; tasks.bbt_split).
     """
 
     dirname: str
@@ -161,11 +160,9 @@ class DatasetLoadError(RuntimeError):
 
 
 def clean_text(task: Task | str, text: str) -> str:
-    """The text as BBT's loaders (dataloader.py) pass it on: for yelp, the literal two
-    characters backslash-n (Yelp's escaped newlines) become a space (YelpPLoader); dbpedia's
-    content is stripped (DBPediaLoader's `.strip()`); other texts keep their surrounding
-    whitespace (e.g. Hugging Face's SST-2 sentences end with a space, which RoBERTa's BPE turns
-    into one more token, as in BBT's rows)."""
+    """The text as BBT's loaders (dataloader.py) pass it on: yelp's literal backslash-n becomes
+    a space (YelpPLoader), dbpedia's content is stripped (DBPediaLoader); other texts keep their
+    whitespace (Hugging Face's SST-2 sentences end with a space: one more BPE token, as BBT's)."""
     name = as_task(task).name
     if name == "yelp":
         text = text.replace("\\n", " ")
@@ -317,21 +314,6 @@ def load_split(
             f"no file {str(path)!r}; {_layout_hint(root, layout)}; "
             f"k-shot folders present: {', '.join(have) or 'none'}"
         )
-    return read_tsv(path, t, fmt)
-
-
-def load_bbt_test(task: Task | str, data_dir: str | os.PathLike | None = None) -> list[Example]:
-    """The split BBT tests on, as Hugging Face gives it (bbt.py: GLUE validation for sst2,
-    mrpc, rte; the test set for the others): LocalLayout.bbt_test where the local `test` file
-    is LM-BFF's version of it, else the local test file (see load_split)."""
-    t = as_task(task)
-    layout = _layout(t)
-    if layout.bbt_test is None:
-        return load_split(t, data_dir, "test")
-    name, fmt = layout.bbt_test
-    path = resolve_data_dir(data_dir) / layout.dirname / name
-    if not path.is_file():
-        raise FileNotFoundError(f"no file {str(path)!r} (BBT's test split of {t.name!r})")
     return read_tsv(path, t, fmt)
 
 
