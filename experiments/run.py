@@ -125,6 +125,7 @@ def tuning_config(cfg: DictConfig) -> TuningConfig:
         popsize=check_int("optimizer.popsize", cfg.optimizer.popsize, 1),
         sigma0=check_number("optimizer.sigma0", cfg.optimizer.sigma0),
         prompt_mode=cfg.prompt_mode, projection=cfg.projection, loss=cfg.loss, reveal=cfg.reveal,
+        selection=cfg.selection,
         **ints,
     )
 
@@ -183,8 +184,14 @@ def validate(cfg: DictConfig, choices: dict | None = None) -> TuningConfig:
             check_int(f"task.{key}", t[key], low)
         check_number("task.teacher_scale", t.teacher_scale)
     else:
-        for key, low in (("k", 1), ("data_seed", 0), ("max_len", 1)):
+        for key, low in (("k", 1), ("data_seed", 0)):
             check_int(f"task.{key}", cfg.task[key], low)
+        check_int("task.max_len", cfg.task.max_len, 1, allow_none=True)
+        from secfwt_jax.tasks.encode import LABEL_STYLES, OVERLONG
+
+        check_choice("data", cfg.data, DATA_SOURCES)
+        check_choice("label_tokens", cfg.label_tokens, LABEL_STYLES)
+        check_choice("overlong", cfg.overlong, OVERLONG)
     if cfg.method.rfa_trig == "masked" and p.name == "plaintext_fxp":
         # the masked cos/sin reveals masked values to the parties (backend.reveal), which the
         # fixed-point emulation does not implement
@@ -205,10 +212,16 @@ def data_files(cfg: DictConfig) -> dict[str, str]:
     if layout is None:
         return {}
     task_dir = resolve_data_dir(cfg.data_dir) / layout.dirname
-    kshot = task_dir / "k-shot" / f"{cfg.task.k}-{cfg.task.data_seed}"
-    out = {s: file_sha256(kshot / f"{s}.tsv") for s in ("train", "dev")}
-    if layout.test is not None:
-        out["test"] = file_sha256(task_dir / layout.test[0])
+    if cfg.data == "bbt":  # BBT's split is drawn from the full training set (load_examples)
+        out = {"full_train": file_sha256(task_dir / layout.full_train[0])
+               if layout.full_train else "missing"}
+        test = layout.bbt_test or layout.test
+    else:
+        kshot = task_dir / "k-shot" / f"{cfg.task.k}-{cfg.task.data_seed}"
+        out = {s: file_sha256(kshot / f"{s}.tsv") for s in ("train", "dev")}
+        test = layout.test
+    if test is not None:
+        out["test"] = file_sha256(task_dir / test[0])
     return out
 
 
@@ -227,8 +240,40 @@ def fingerprint(cfg: DictConfig) -> dict:
     return fp
 
 
+DATA_SOURCES = ("lmbff", "bbt")
+
+
+def load_examples(cfg: DictConfig, task, tokenizer, placeholders: int, limit: int) -> dict:
+    """{"train", "dev", "test"}: example lists. data "lmbff": the LM-BFF k-shot files
+    (k, data_seed); "bbt": BBT's own split (bbt.py, construct_true_few_shot_data) of the full
+    training set, k per class for train and for dev, shuffled with data_seed (BBT: 42), after
+    leaving out the rows longer than `limit` tokens (BBT drops them when loading), and BBT's
+    test split."""
+    from secfwt_jax.tasks import (
+        load_bbt_test,
+        load_full_train,
+        load_split,
+        row_lengths,
+        true_few_shot,
+    )
+
+    if cfg.data not in DATA_SOURCES:
+        raise ValueError(f"unknown data {cfg.data!r}; accepted: {', '.join(DATA_SOURCES)}")
+    k, seed = int(cfg.task.k), int(cfg.task.data_seed)
+    if cfg.data == "lmbff":
+        return {split: load_split(task, cfg.data_dir, split, k=k, seed=seed)
+                for split in ("train", "dev", "test")}
+    full = load_full_train(task, cfg.data_dir)
+    if cfg.overlong == "drop":
+        lengths = row_lengths(task, full, tokenizer, placeholders)
+        full = [ex for ex, n in zip(full, lengths) if n <= limit]
+    train, dev = true_few_shot(full, k, seed)
+    return {"train": train, "dev": dev, "test": load_bbt_test(task, cfg.data_dir)}
+
+
 def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
-    """(model config, params, label word ids, train, dev, test batches, metric_fn, main)."""
+    """(model config, params, label word ids, train, dev, test batches, metric_fn, main,
+    data_info) with data_info the data source and the rows left out as too long."""
     if cfg.task.name == planted_task.NAME:
         config, params = model_from_config(cfg)
         A = np.asarray(tuning_projection(tcfg, config, params))
@@ -249,28 +294,35 @@ def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
                 "model.initializer_range=0.15 (weights small enough for RFA's fixed-point "
                 "range), or a real task"
             ) from e
-        return config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy"
+        return (config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy",
+                dict(data="planted"))
 
-    from secfwt_jax.tasks import encode, get_task, label_word_ids, load_split, load_tokenizer
+    from secfwt_jax.model import prompt_extends_sequence
+    from secfwt_jax.tasks import encode, get_task, label_word_ids, load_tokenizer
     from secfwt_jax.tasks.metrics import compute_metrics
 
     task = get_task(cfg.task.name)
     tokenizer = load_tokenizer(cfg.tokenizer)
     config, params = model_from_config(cfg, tokenizer)
-    splits = {}
-    for split in ("train", "dev", "test"):
-        examples = load_split(task, cfg.data_dir, split, k=cfg.task.k, seed=cfg.task.data_seed)
-        if split == "test" and cfg.test_limit:
-            examples = examples[: int(cfg.test_limit)]
-        splits[split] = encode(
-            task, examples, tokenizer, int(cfg.task.max_len), tcfg.prompt_len,
-            max_positions=config.max_seq_len,
-        )
-    warn_truncated(splits, int(cfg.task.max_len))
-    words = label_word_ids(task, tokenizer)
+    # "add" modes: BBT's placeholder tokens in the row; "cat_pre_ln": the prompt takes positions
+    placeholders = 0 if prompt_extends_sequence(tcfg.prompt_mode) else tcfg.prompt_len
+    positioned = tcfg.prompt_len if tcfg.prompt_mode == "cat_pre_ln" else 0
+    max_len = None if cfg.task.max_len is None else int(cfg.task.max_len)
+    examples = load_examples(cfg, task, tokenizer, placeholders, config.max_seq_len - positioned)
+    if cfg.test_limit:
+        examples["test"] = examples["test"][: int(cfg.test_limit)]
+    splits = {
+        split: encode(task, exs, tokenizer, max_len, positioned, max_positions=config.max_seq_len,
+                      placeholders=placeholders, overlong=cfg.overlong)
+        for split, exs in examples.items()
+    }
+    info = dict(data=cfg.data, label_tokens=cfg.label_tokens, overlong=cfg.overlong,
+                left_out_too_long={s: len(examples[s]) - len(splits[s]) for s in splits})
+    warn_truncated(splits, info["left_out_too_long"], max_len)
+    words = label_word_ids(task, tokenizer, cfg.label_tokens)
     metric_fn = lambda preds, labels: compute_metrics(task, preds, labels)  # noqa: E731
     return (config, params, words, splits["train"], splits["dev"], splits["test"], metric_fn,
-            task.main_metric)
+            task.main_metric, info)
 
 
 def truncated_counts(*batches) -> dict[str, int]:
@@ -278,14 +330,21 @@ def truncated_counts(*batches) -> dict[str, int]:
     return {s: int(np.sum(b.truncated)) for s, b in zip(("train", "dev", "test"), batches)}
 
 
-def warn_truncated(splits: dict, max_len: int) -> None:
+def warn_truncated(splits: dict, left_out: dict, max_len: int | None) -> None:
+    """Warn when examples were cut to fit (overlong=truncate) or left out (overlong=drop);
+    summary.json records both counts (truncated, left_out_too_long)."""
     counts = {s: int(np.sum(b.truncated)) for s, b in splits.items()}
-    if any(counts.values()):
-        msg = (f"task.max_len={max_len} (or the model's positions) truncated examples: "
-               + ", ".join(f"{s} {n} of {len(splits[s].labels)}" for s, n in counts.items())
-               + "; summary.json records the counts (truncated)")
-        warnings.warn(msg, stacklevel=2)
-        print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+    for what, n_by_split, key in (("truncated", counts, "truncated"),
+                                  ("left out", left_out, "left_out_too_long")):
+        if any(n_by_split.values()):
+            # a dropped row is no longer in its split's Batch
+            total = {s: len(splits[s].labels) + (0 if key == "truncated" else n)
+                     for s, n in n_by_split.items()}
+            msg = (f"task.max_len={max_len} (or the model's positions) {what} examples: "
+                   + ", ".join(f"{s} {n} of {total[s]}" for s, n in n_by_split.items())
+                   + f"; summary.json records the counts ({key})")
+            warnings.warn(msg, stacklevel=2)
+            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
 def range_warning(cfg: DictConfig) -> str | None:
@@ -316,7 +375,8 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
         p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s
     )
     with backend:
-        config, params, words, train, dev, test, metric_fn, main = load_task_data(cfg, tcfg)
+        config, params, words, train, dev, test, metric_fn, main, data_info = load_task_data(
+            cfg, tcfg)
         tuner = Tuner(
             tcfg, backend, config, params, words, metric_fn=metric_fn, main_metric=main,
             run_dir=run_dir, progress=bool(cfg.progress),
@@ -330,7 +390,8 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
     with open(os.path.join(run_dir, "best_prompt_z.json"), "w") as f:
         json.dump(result["best_z"], f)
     try:  # a failure from here on must not lose the tuning's results: they are written first
-        summary = summarise(cfg, tcfg, config, tuner, train, dev, test, costs, summary)
+        summary = summarise(cfg, tcfg, config, tuner, train, dev, test, costs,
+                            summary, data_info)
     except Exception as e:
         summary["error"] = f"{type(e).__name__}: {e}"
         raise
@@ -340,7 +401,8 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
     return summary
 
 
-def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict) -> dict:
+def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict,
+              data_info: dict) -> dict:
     """The full summary: settings, shapes, the tuning's results (`partial`) and network
     estimates."""
     p = cfg.protocol
@@ -351,6 +413,8 @@ def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict) 
         method=cfg.method.name, attention=config.attention, activation=config.activation,
         rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
         embedding_lookups=tuner.evaluator.lookups, optimizer=tcfg.optimizer,
+        prompt_mode=tcfg.prompt_mode, selection=tcfg.selection, loss=tcfg.loss,
+        projection=tcfg.projection, **data_info,
         popsize=tcfg.popsize, intrinsic_dim=tcfg.intrinsic_dim, prompt_len=tcfg.prompt_len,
         seed=tcfg.seed,
         model_shape=dict(layers=config.num_hidden_layers, hidden=config.hidden_size,

@@ -184,7 +184,7 @@ def sft_grad_fn(
     params, loss): the forward and backward part of one SFT step (`sft_step_fn` is this
     followed by `sft_update_fn`). The gradient is that of loss_scale x loss; the loss is
     returned unscaled."""
-    loss = _loss_fn(config, label_word_ids, "cat")
+    loss = _loss_fn(config, label_word_ids, "cat_pre_ln")
 
     def grad(params, embeds, mask, mask_onehot, labels_onehot):
         trainable, frozen = split_params(params)
@@ -241,7 +241,7 @@ def sft_step_fn(
 
 def prompt_step_fn(
     config: ModelConfig, label_word_ids: Sequence[int], optimizer: optax.GradientTransformation,
-    loss_scale: float = DEFAULT_LOSS_SCALE, prompt_mode: str = "cat",
+    loss_scale: float = DEFAULT_LOSS_SCALE, prompt_mode: str = "cat_pre_ln",
 ):
     """step(params, prompt, opt_state, embeds, mask, mask_onehot, labels_onehot)
     -> (new prompt, new opt_state, loss before the step): one gradient prompt-tuning step.

@@ -16,7 +16,11 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_puma", "quad")
 LAYERNORMS = ("exact",)
 RFA_FEATURE_KINDS = ("iid", "orthogonal")
 RFA_TRIGS = ("builtin", "masked")
-PROMPT_MODES = ("cat", "add")
+# Where the soft prompt enters (secfwt_jax.model): Black-Box Tuning's "add" (onto the
+# placeholder tokens after <s>, after the embedding LayerNorm) and "cat" (before <s>, after the
+# LayerNorm, no position embeddings); ours "cat_pre_ln" (after <s>, through the LayerNorm, with
+# positions) and "add_pre_ln" (onto the placeholder tokens, through the LayerNorm).
+PROMPT_MODES = ("add", "cat", "cat_pre_ln", "add_pre_ln")
 
 
 def check_choice(kind: str, value: Any, accepted: tuple) -> None:

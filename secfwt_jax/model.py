@@ -7,13 +7,21 @@ code runs under jax.jit and under SPU. Parameter names follow Hugging Face's PyT
 Entry points
 - `RobertaMLM(cfg).apply({"params": p}, input_ids, attention_mask)` -> (B, S, V) MLM logits.
 - `embed_fn(cfg, prompt_len, prompt_mode)`: the frozen part, (B, S, H) token + position +
-  type embeddings of the examples, computed once per example set.
+  type embeddings of the examples (followed by the embedding LayerNorm in the modes that add
+  the prompt after it), computed once per example set.
 - `verbalizer_fn(cfg, label_word_ids, prompt_mode)`: (P, B, C) label-word logits at the mask
   position for P candidate prompts on B examples, one call for the whole population.
 
-Soft prompts ("cat", the default): L prompt vectors are inserted right after <s>; they count as
-real tokens, so positions of the text shift by L. ("add", Black-Box Tuning's alternative): the
-prompt is added to the embeddings of the L tokens after <s>; the sequence keeps its length.
+Soft prompts of L vectors, by `prompt_mode` (Black-Box Tuning, github.com/txsun1997/
+Black-Box-Tuning, modeling_roberta.py, RobertaModel.forward):
+- "add" (BBT's default): the row holds L placeholder tokens right after <s> (the tokenizer's
+  side, secfwt_jax.tasks.encode); the prompt is added to positions 1..L *after* the embedding
+  LayerNorm, so a zero prompt leaves the placeholder tokens' normalised embeddings.
+- "cat" (BBT's other mode): the L vectors go in front of <s>, after the LayerNorm, with no
+  position embedding; the text keeps its positions. The sequence grows by L.
+- "cat_pre_ln" (ours): the L vectors, plus position embeddings 3..L+2, go right after <s> and
+  through the LayerNorm; the text's positions shift by L.
+- "add_pre_ln" (ours): as "add", but the prompt is added before the LayerNorm.
 """
 
 from __future__ import annotations
@@ -154,17 +162,22 @@ class RobertaMLM(nn.Module):
             + self.token_type_embeddings[0]
         )
 
+    def embed_norm(self, tokens, positions, rows=None):
+        """`embed` followed by the embedding layer norm: (B, S, H)."""
+        return self.embeddings_layer_norm(self.embed(tokens, positions, rows))
+
     def vocab_rows(self, selection):
         """(U, V) one-hot selection rows -> (U, H) rows of the word-embedding table."""
         return selection.astype(self.word_embeddings.dtype) @ self.word_embeddings
 
-    def encode(self, embeds, mask, trig_masks=None):
+    def encode(self, embeds, mask, trig_masks=None, normed: bool = False):
         """Embedding layer norm and all encoder layers. embeds (B, S, H), mask (B, S).
 
+        normed: embeds already went through the embedding layer norm (`embed_norm`).
         trig_masks: with rfa_trig="masked", a list of one mask pytree per layer (see
         SelfAttention); else None.
         """
-        x = self.embeddings_layer_norm(embeds)
+        x = embeds if normed else self.embeddings_layer_norm(embeds)
         if trig_masks is not None and len(trig_masks) != len(self.layers):
             raise ValueError(
                 f"trig_masks holds {len(trig_masks)} entries; expected one per layer "
@@ -188,30 +201,32 @@ class RobertaMLM(nn.Module):
         return self.head_transform(h) @ self.word_embeddings[ids].T + self.head_bias[ids]
 
     def prompt_positions(self, prompt_len: int):
-        """The position embeddings of the L prompt vectors in "cat" mode: (L, H)."""
+        """The position embeddings of the L prompt vectors in "cat_pre_ln" mode: (L, H)."""
         first = self.config.pad_token_id + 2  # <s> takes pad_token_id + 1
         return self.position_embeddings[first:first + prompt_len]
 
     # -- the full model ---------------------------------------------------------------------
 
     def __call__(
-        self, input_ids, attention_mask=None, prompt=None, prompt_mode: str = "cat",
+        self, input_ids, attention_mask=None, prompt=None, prompt_mode: str = "cat_pre_ln",
         trig_masks=None,
     ):
         """Full MLM logits. input_ids (B, S) int, attention_mask (B, S), prompt (B, L, H),
         trig_masks: see `encode`.
 
-        Returns (B, S + L, V) in "cat" mode with a prompt, else (B, S, V).
+        Returns (B, S + L, V) in the "cat" modes with a prompt (the prompt rows included),
+        else (B, S, V).
         """
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).astype(jnp.int32)
         prompt_len = 0 if prompt is None else prompt.shape[1]
         positions = position_ids(attention_mask, self.config, prompt_len, prompt_mode)
-        x = self.embed(input_ids, positions)
+        post_ln = prompt_after_layer_norm(prompt_mode)
+        x = (self.embed_norm if post_ln else self.embed)(input_ids, positions)
         x, mask = insert_prompt(
             x, attention_mask, prompt, prompt_mode, self.prompt_positions(prompt_len)
         )
-        h = self.encode(x, mask, trig_masks)
+        h = self.encode(x, mask, trig_masks, normed=post_ln)
         return self.head_transform(h) @ self.word_embeddings.T + self.head_bias
 
 
@@ -221,10 +236,27 @@ def _lookup(table, idx):
     return jnp.take(table, idx, axis=0)
 
 
-def position_ids(attention_mask, config: ModelConfig, prompt_len: int = 0, mode: str = "cat"):
+def prompt_after_layer_norm(mode: str) -> bool:
+    """True for BBT's modes ("add", "cat"): the prompt joins the sequence after the embedding
+    LayerNorm (modeling_roberta.py adds it to the embeddings module's normalised output)."""
+    check_choice("prompt_mode", mode, PROMPT_MODES)
+    return mode in ("add", "cat")
+
+
+def prompt_extends_sequence(mode: str) -> bool:
+    """True for the modes that insert L vectors ("cat", "cat_pre_ln"), False for the modes that
+    add the prompt onto L placeholder tokens of the row ("add", "add_pre_ln")."""
+    check_choice("prompt_mode", mode, PROMPT_MODES)
+    return mode in ("cat", "cat_pre_ln")
+
+
+def position_ids(
+    attention_mask, config: ModelConfig, prompt_len: int = 0, mode: str = "cat_pre_ln"
+):
     """RoBERTa position ids of the text tokens (B, S): pad_token_id + 1 + rank among real
     tokens, pad_token_id at padding (Hugging Face's create_position_ids_from_input_ids). In
-    "cat" mode the L prompt vectors sit after <s>, so text tokens after <s> move up by L.
+    "cat_pre_ln" mode the L prompt vectors sit after <s>, so text tokens after <s> move up by
+    L; in the other modes the prompt takes no position.
 
     Works on numpy (the data owner computes positions in plaintext) and on jax arrays.
     """
@@ -232,7 +264,7 @@ def position_ids(attention_mask, config: ModelConfig, prompt_len: int = 0, mode:
     xp = jnp if isinstance(attention_mask, jax.Array) else np
     m = attention_mask.astype(xp.int32)
     rank = xp.cumsum(m, axis=1) * m
-    if mode == "cat" and prompt_len:
+    if mode == "cat_pre_ln" and prompt_len:
         rank = rank + (rank > 1) * prompt_len
     pos = rank + config.pad_token_id
     max_pos = int(config.max_position_embeddings) - 1
@@ -248,8 +280,10 @@ def insert_prompt(embeds, mask, prompt, mode: str, prompt_pos):
     """Put soft prompts into the embedded sequences.
 
     embeds (N, S, H), mask (N, S), prompt (N, L, H) or None, prompt_pos (L, H) position
-    embeddings of the prompt slots ("cat" only). Returns (embeds, mask) of length S + L
-    ("cat") or S ("add": the prompt is added to the L tokens after <s>).
+    embeddings of the prompt slots ("cat_pre_ln" only). Returns (embeds, mask): length S + L
+    for "cat" (prompt in front of <s>) and "cat_pre_ln" (prompt + positions right after <s>);
+    length S for "add" / "add_pre_ln" (the prompt is added to positions 1..L, the placeholder
+    tokens after <s>). Whether embeds are before or after the LayerNorm is the caller's.
     """
     check_choice("prompt_mode", mode, PROMPT_MODES)
     if prompt is None or prompt.shape[1] == 0:
@@ -261,16 +295,19 @@ def insert_prompt(embeds, mask, prompt, mode: str, prompt_pos):
             f"prompt shape {tuple(prompt.shape)} does not match embeddings {tuple(embeds.shape)}:"
             f" expected ({n}, L, {embeds.shape[2]})"
         )
-    if mode == "add":
+    if not prompt_extends_sequence(mode):
         if prompt_len + 1 > s:
             raise ValueError(
-                f"'add' prompt of length {prompt_len} needs > {prompt_len} tokens, got {s}"
+                f"{mode!r} prompt of length {prompt_len} needs > {prompt_len} tokens, got {s}"
             )
         pad = jnp.zeros((n, s - 1 - prompt_len, embeds.shape[2]), embeds.dtype)
         zero = jnp.zeros((n, 1, embeds.shape[2]), embeds.dtype)
         return embeds + jnp.concatenate([zero, prompt.astype(embeds.dtype), pad], axis=1), mask
-    x = jnp.concatenate([embeds[:, :1], prompt + prompt_pos, embeds[:, 1:]], axis=1)
     ones = jnp.ones((n, prompt_len), mask.dtype)
+    if mode == "cat":  # BBT: torch.cat([prompt, embedding_output]), mask extended in front
+        return (jnp.concatenate([prompt.astype(embeds.dtype), embeds], axis=1),
+                jnp.concatenate([ones, mask], axis=1))
+    x = jnp.concatenate([embeds[:, :1], prompt + prompt_pos, embeds[:, 1:]], axis=1)
     return x, jnp.concatenate([mask[:, :1], ones, mask[:, 1:]], axis=1)
 
 
@@ -286,17 +323,19 @@ def init_params(config: ModelConfig, seed: int = 0) -> dict:
     return RobertaMLM(config).init(jax.random.PRNGKey(seed), ids, jnp.ones_like(ids))["params"]
 
 
-def embed_fn(config: ModelConfig, prompt_len: int = 0, prompt_mode: str = "cat"):
+def embed_fn(config: ModelConfig, prompt_len: int = 0, prompt_mode: str = "cat_pre_ln"):
     """f(params, tokens, positions) -> (B, S, H): the examples' embeddings, the frozen part.
 
     tokens/positions: (B, S) ids, or one-hot (B, S, V) / (B, S, max_positions) rows for the
     secure path; make positions with `position_ids(mask, config, prompt_len, prompt_mode)`.
+    In BBT's modes ("add", "cat") the embedding LayerNorm is applied here too (the prompt
+    joins after it), so under MPC it runs once per example set inside the secure program.
     """
-    check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
+    method = RobertaMLM.embed_norm if prompt_after_layer_norm(prompt_mode) else RobertaMLM.embed
     model = RobertaMLM(config)
 
     def f(params, tokens, positions):
-        return model.apply({"params": params}, tokens, positions, method=RobertaMLM.embed)
+        return model.apply({"params": params}, tokens, positions, method=method)
 
     return f
 
@@ -313,24 +352,26 @@ def vocab_rows_fn(config: ModelConfig):
     return f
 
 
-def embed_rows_fn(config: ModelConfig):
+def embed_rows_fn(config: ModelConfig, prompt_mode: str = "cat_pre_ln"):
     """f(params, rows (U, H), tokens, positions) -> (B, S, H): `embed_fn` with tokens that
     index (or one-hot select, (B, S, U)) the sub-vocabulary rows from `vocab_rows_fn`."""
+    method = RobertaMLM.embed_norm if prompt_after_layer_norm(prompt_mode) else RobertaMLM.embed
     model = RobertaMLM(config)
 
     def f(params, rows, tokens, positions):
-        return model.apply({"params": params}, tokens, positions, rows, method=RobertaMLM.embed)
+        return model.apply({"params": params}, tokens, positions, rows, method=method)
 
     return f
 
 
 def verbalizer_fn(
-    config: ModelConfig, label_word_ids: Sequence[int], prompt_mode: str = "cat",
+    config: ModelConfig, label_word_ids: Sequence[int], prompt_mode: str = "cat_pre_ln",
     reveal: Callable | None = None,
 ):
     """f(params, embeds, mask, mask_onehot, prompt[, trig_masks]) -> (P, B, C) label-word logits.
 
-    embeds (B, S, H) from `embed_fn`; mask (B, S); mask_onehot (B, S) with one 1 at each
+    embeds (B, S, H) from `embed_fn` with the same prompt_mode (normalised in "add" / "cat");
+    mask (B, S); mask_onehot (B, S) with one 1 at each
     example's <mask>; prompt (P, L, H) candidate soft prompts (L may be 0). All P x B
     sequences run as one batch; only the C label words' logits are computed.
     With attention="rfa", rfa_trig="masked": trig_masks, fresh for every call, one mask pytree
@@ -338,7 +379,7 @@ def verbalizer_fn(
     the prompt is inserted (secfwt_jax.secure_trig.model_trig_mask_shape); reveal opens a value
     to the servers (secfwt_jax.backend.masked_trig.reveal_fn; None: identity, plaintext).
     """
-    check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
+    post_ln = prompt_after_layer_norm(prompt_mode)
     model = RobertaMLM(config, reveal)
     label_word_ids = tuple(int(i) for i in label_word_ids)
     if not label_word_ids:
@@ -363,8 +404,10 @@ def verbalizer_fn(
         x, m = insert_prompt(
             tile(embeds), tile(mask), prompts, prompt_mode, mdl.prompt_positions(prompt_len)
         )
-        hidden = mdl.encode(x, m, trig_masks)
-        if prompt_mode == "cat" and prompt_len:
+        hidden = mdl.encode(x, m, trig_masks, normed=post_ln)
+        if prompt_mode == "cat" and prompt_len:  # drop the prompt rows: text rows line up again
+            hidden = hidden[:, prompt_len:]
+        elif prompt_mode == "cat_pre_ln" and prompt_len:
             hidden = jnp.concatenate([hidden[:, :1], hidden[:, 1 + prompt_len:]], axis=1)
         h_mask = jnp.einsum("ns,nsh->nh", tile(mask_onehot).astype(hidden.dtype), hidden)
         return mdl.label_word_logits(h_mask, label_word_ids).reshape(p, b, -1)

@@ -224,8 +224,9 @@ def hf_dataset(columns: dict):
 
 def test_examples_from_hf_single_sentence_task():
     ds = hf_dataset({"sentence": ["a fine film ", "dull"], "label": [1, 0], "idx": [0, 1]})
+    # the trailing space stays, as in BBT's rows (only DBpedia's content is stripped)
     assert examples_from_hf("sst2", ds) == [
-        Example("a fine film", None, 1), Example("dull", None, 0),
+        Example("a fine film ", None, 1), Example("dull", None, 0),
     ]
 
 

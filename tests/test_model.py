@@ -212,7 +212,8 @@ def test_cat_prompt_lengthens_the_sequence_and_shifts_text_positions():
     np.testing.assert_array_equal(position_ids(mask, CFG, 0), [[2, 3, 4, 1]])
     np.testing.assert_array_equal(position_ids(mask, CFG, 3), [[2, 6, 7, 1]])
     x, m = insert_prompt(
-        jnp.zeros((1, 4, 2)), jnp.asarray(mask), jnp.ones((1, 3, 2)), "cat", jnp.zeros((3, 2))
+        jnp.zeros((1, 4, 2)), jnp.asarray(mask), jnp.ones((1, 3, 2)), "cat_pre_ln",
+        jnp.zeros((3, 2)),
     )
     assert x.shape == (1, 7, 2)
     np.testing.assert_array_equal(np.asarray(m), [[1, 1, 1, 1, 1, 1, 0]])
@@ -299,7 +300,8 @@ def test_mismatched_shapes_are_errors(params):
         f(params, embeds, mask[:, :3], onehot, jnp.zeros((2, 1, 32)))
     with pytest.raises(ValueError, match="label word ids \\[5000\\] are outside"):
         verbalizer_fn(CFG, [5000])
-    with pytest.raises(ValueError, match="unknown prompt_mode 'middle'; accepted: cat, add"):
+    accepted = "add, cat, cat_pre_ln, add_pre_ln"
+    with pytest.raises(ValueError, match=f"unknown prompt_mode 'middle'; accepted: {accepted}"):
         verbalizer_fn(CFG, [5], "middle")
 
 

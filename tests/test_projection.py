@@ -43,8 +43,18 @@ def test_normal_projection_without_embed_std_has_unit_scale():
     assert float(jnp.std(A)) == pytest.approx(1 / math.sqrt(100), rel=0.01)
 
 
-def test_uniform_projection_is_u_minus_one_one():
+def test_uniform_projection_is_torch_linear_default_u_pm_one_over_sqrt_d():
+    # BBT (bbt.py, random_proj='he') keeps torch.nn.Linear(d, L*H)'s default init:
+    # kaiming_uniform(a=sqrt(5)) has bound gain * sqrt(3 / fan_in) = 1 / sqrt(d).
     A = make_projection(jax.random.PRNGKey(4), 100, 50, 40, kind="uniform")
+    bound = 1 / math.sqrt(100)
+    assert float(A.min()) >= -bound and float(A.max()) <= bound
+    assert float(A.max()) > 0.99 * bound and float(A.min()) < -0.99 * bound
+    assert float(jnp.std(A)) == pytest.approx(bound / math.sqrt(3), rel=0.01)
+
+
+def test_uniform_pm1_projection_is_u_minus_one_one():
+    A = make_projection(jax.random.PRNGKey(4), 100, 50, 40, kind="uniform_pm1")
     assert float(A.min()) >= -1.0 and float(A.max()) <= 1.0
     assert float(jnp.std(A)) == pytest.approx(1 / math.sqrt(3), rel=0.01)
 

@@ -106,15 +106,14 @@ def ids_of(tok, text: str) -> list[int]:
 # Registry
 
 
-# BBT's format strings (dataloader.py, n_prompt_tokens=0) and label words (metrics.py); for
-# DBpedia's Athlete class "Sports" replaces BBT's two-token "Athlete".
+# BBT's format strings (dataloader.py, n_prompt_tokens=0) and label words (metrics.py).
 BBT = {
     "sst2": ("%s . It was <mask> .", ("bad", "great")),
     "yelp": ("%s . It was <mask> .", ("bad", "great")),
     "agnews": ("<mask> News: %s", ("World", "Sports", "Business", "Tech")),
     "dbpedia": (
         "[ Category: <mask> ] %s",
-        ("Company", "Education", "Artist", "Sports", "Office", "Transportation", "Building",
+        ("Company", "Education", "Artist", "Athlete", "Office", "Transportation", "Building",
          "Natural", "Village", "Animal", "Plant", "Album", "Film", "Written"),
     ),
     "mrpc": ("%s ? <mask> , %s", ("No", "Yes")),
@@ -221,7 +220,8 @@ def test_register_task_makes_it_available_and_refuses_a_taken_name(monkeypatch):
 
 
 def test_label_word_ids_take_the_space_prefixed_token_after_a_space(tiny):
-    assert label_word_ids("sst2", tiny) == tuple(tiny.convert_tokens_to_ids(["Ġbad", "Ġgreat"]))
+    expected = tuple(tiny.convert_tokens_to_ids(["Ġbad", "Ġgreat"]))
+    assert label_word_ids("sst2", tiny, "spaced") == expected
 
 
 def test_label_word_ids_take_the_bare_token_when_mask_starts_the_template(tiny):
@@ -231,19 +231,19 @@ def test_label_word_ids_take_the_bare_token_when_mask_starts_the_template(tiny):
 
 def test_multi_token_label_word_raises_naming_word_and_pieces(tiny):
     with pytest.raises(ValueError, match=r"' Company' is 7 tokens \['ĠC', 'o', 'm'"):
-        label_word_ids("dbpedia", tiny)
+        label_word_ids("dbpedia", tiny, "spaced")
 
 
 @pytest.mark.data
 @pytest.mark.parametrize("name", BBT_TASKS)
 def test_every_label_word_is_one_roberta_token(roberta, name):
-    ids = label_word_ids(name, roberta)
+    ids = label_word_ids(name, roberta, "spaced")
     assert len(ids) == get_task(name).num_labels == len(set(ids))
 
 
 @pytest.mark.data
 def test_sst2_label_words_are_roberta_space_bad_and_space_great(roberta):
-    assert label_word_ids("sst2", roberta) == (1099, 372)
+    assert label_word_ids("sst2", roberta, "spaced") == (1099, 372)
     assert roberta.convert_ids_to_tokens([1099, 372]) == ["Ġbad", "Ġgreat"]
 
 
@@ -267,8 +267,9 @@ def masked_reference(task: Task, tok, ex: Example) -> list[int]:
     """Oracle: tokenize the filled template with the first label word in place of <mask>,
     then mask that token. (Not `tok(task.render(...))`: how a tokenizer splits the string
     "<mask>" from the space before it differs between transformers 4 and 5.)"""
-    ids = tok(task.render(ex.text_a, ex.text_b, mask=task.label_words[0]))["input_ids"]
-    word_id = label_word_ids(task, tok)[0]
+    word = (task.spaced_label_words or task.label_words)[0]
+    ids = tok(task.render(ex.text_a, ex.text_b, mask=word))["input_ids"]
+    word_id = label_word_ids(task, tok, "spaced")[0]
     assert ids.count(word_id) == 1
     ids[ids.index(word_id)] = tok.mask_token_id
     return ids

@@ -16,8 +16,11 @@ from secfwt_jax.tuning.loop import Tuner, TuningConfig, tuning_projection
 CFG = ModelConfig.preset(
     "tiny", initializer_range=0.3, attention="softmax_puma", activation="gelu_puma"
 )
+# Our earlier settings (not BBT's), pinned: these tests are about the optimizer, resume and the
+# secure/plaintext agreement; BBT's pipeline has its own tests (tests/test_bbt.py).
 TCFG = TuningConfig(popsize=6, intrinsic_dim=4, prompt_len=4, budget=90, eval_every=5,
-                    checkpoint_every=5, seed=1)
+                    checkpoint_every=5, seed=1, prompt_mode="cat_pre_ln", projection="normal",
+                    sigma0=1.0, loss="ce", selection="best_train")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,7 @@ def setup():
     params = init_params(CFG, seed=0)
     task = make_planted(CFG, params, np.asarray(tuning_projection(TCFG, CFG, params)),
                         prompt_len=TCFG.prompt_len, n_train=16, n_dev=16, n_test=32,
-                        seq_len=10, teacher_scale=3.0, seed=1)
+                        seq_len=10, teacher_scale=3.0, seed=1, prompt_mode=TCFG.prompt_mode)
     return params, task
 
 
@@ -85,7 +88,9 @@ def test_candidate_losses_cross_entropy_and_hinge():
     ce = float(candidate_losses(logits, labels, "ce")[0])
     want = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(3.0))])
     assert ce == pytest.approx(want, rel=1e-5)
-    assert float(candidate_losses(logits, labels, "hinge")[0]) == pytest.approx((0 + 4.0) / 2)
+    # BBT's hinge: margin 2, summed over the wrong classes: relu(0 - 2 + 2), relu(3 - 0 + 2)
+    assert float(candidate_losses(logits, labels, "hinge")[0]) == pytest.approx((0 + 5.0) / 2)
+    assert float(candidate_losses(logits, labels, "hinge_max")[0]) == pytest.approx((0 + 4.0) / 2)
     with pytest.raises(ValueError, match="unknown loss 'l2'; accepted: ce, hinge"):
         candidate_losses(logits, labels, "l2")
 

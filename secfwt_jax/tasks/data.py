@@ -66,7 +66,8 @@ class LocalLayout:
     """Where a task's files live under the data directory, and their formats.
 
     test / full_train: (file name, format), or None when the local copy lacks that file
-    (`missing_note` then says why and where to get it).
+    (`missing_note` then says why and where to get it). bbt_test: BBT's test split as Hugging
+    Face gives it where `test` is LM-BFF's text of it (None: `test` is BBT's; tasks.bbt_split).
     """
 
     dirname: str
@@ -74,6 +75,7 @@ class LocalLayout:
     test: tuple[str, TsvFormat] | None
     full_train: tuple[str, TsvFormat] | None = None
     missing_note: str = ""
+    bbt_test: tuple[str, TsvFormat] | None = None
 
 
 _LMBFF_SINGLE = TsvFormat("sentence", None, "label", quoted=False)
@@ -94,6 +96,7 @@ LOCAL_LAYOUTS: dict[str, LocalLayout] = {
         "sst2", _LMBFF_SINGLE,
         test=("glue_dev_lmbff_order.tsv", _LMBFF_SINGLE),
         full_train=("glue_train.tsv", TsvFormat("sentence", None, "label", quoted=False)),
+        bbt_test=("glue_validation_hf_order.tsv", TsvFormat("sentence", None, "label", True)),
     ),
     "yelp": LocalLayout(
         "yelp_polarity", TsvFormat("text", None, "label", quoted=True), test=None,
@@ -112,12 +115,14 @@ LOCAL_LAYOUTS: dict[str, LocalLayout] = {
         "mrpc", _LMBFF_MRPC,
         test=("glue_dev_lmbff.tsv", _LMBFF_MRPC),
         full_train=("hf_train.tsv", _HF_GLUE_PAIR),
+        bbt_test=("hf_validation.tsv", _HF_GLUE_PAIR),
     ),
     # LM-BFF's test.tsv (= GLUE RTE dev, 277 rows).
     "rte": LocalLayout(
         "rte", _LMBFF_RTE,
         test=("glue_dev_lmbff.tsv", _LMBFF_RTE),
         full_train=("hf_train.tsv", _HF_GLUE_PAIR),
+        bbt_test=("hf_validation.tsv", _HF_GLUE_PAIR),
     ),
     # Hugging Face snli test without the unlabelled (-1) rows, 9824 rows, as BBT filters.
     "snli": LocalLayout(
@@ -155,12 +160,13 @@ class DatasetLoadError(RuntimeError):
 
 
 def clean_text(task: Task | str, text: str) -> str:
-    """Strip surrounding whitespace; for yelp, turn the literal two characters backslash-n
-    (Yelp's escaped newlines) into a space, as BBT's YelpPLoader does."""
+    """The text as BBT's loaders (dataloader.py) pass it on: yelp's literal backslash-n becomes
+    a space (YelpPLoader), dbpedia's content is stripped (DBPediaLoader); other texts keep their
+    whitespace (Hugging Face's SST-2 sentences end with a space: one more BPE token, as BBT's)."""
     name = as_task(task).name
     if name == "yelp":
         text = text.replace("\\n", " ")
-    return text.strip()
+    return text.strip() if name == "dbpedia" else text
 
 
 def parse_label(task: Task | str, raw, where: str = "") -> int:

@@ -1,8 +1,10 @@
 """Token ids for prompt-based classification: tokenizer loading, label-word ids, and batches.
 
-A row is laid out as `<s> template-with-texts </s> <pad>...`, with exactly one `<mask>`. In the
-"cat" soft-prompt mode the model inserts its prompt vectors right after `<s>`, so a row of S
-tokens becomes S + prompt_len long inside the model.
+A row is laid out as `<s> template-with-texts </s> <pad>...`, with exactly one `<mask>`. With
+`placeholders=L` (the "add" prompt modes, Black-Box Tuning's rows) it is `<s> 1000 .. 1000+L-1
+joint template-with-texts </s>`: BBT writes `tokenizer.decode(range(1000, 1000 + L))` in front
+of its template (dataloader.py), which RoBERTa's BPE tokenizes back to exactly those ids (checked
+in tests/test_bbt.py), followed by the task's `placeholder_joint` (" .") and a space.
 
 Texts and template pieces are tokenized segment by segment (see `registry.template_segments`)
 and the mask id is put in directly. That lets truncation cut the texts but never the template
@@ -20,11 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from secfwt_jax.tasks.registry import TEXT_FIELDS, Task, as_task
+from secfwt_jax.tasks.registry import TEXT_FIELDS, Task, as_task, template_segments
 
 ENV_TOKENIZER = "SECFWT_TOKENIZER"
 # RoBERTa's 514 position embeddings minus the pad offset (ModelConfig.max_seq_len).
 ROBERTA_MAX_POSITIONS = 512
+# BBT's placeholder tokens are ids PLACEHOLDER_START .. PLACEHOLDER_START + L - 1
+# (dataloader.py: `offset = 1000`).
+PLACEHOLDER_START = 1000
+LABEL_STYLES = ("bbt", "spaced")
+OVERLONG = ("truncate", "drop")
 _TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 
 
@@ -78,16 +85,22 @@ def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     return list(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-def label_word_ids(task: Task | str, tokenizer) -> tuple[int, ...]:
-    """Token id of each label word, in label-id order.
+def label_word_ids(task: Task | str, tokenizer, style: str = "bbt") -> tuple[int, ...]:
+    """Token id of each label word, in label-id order (see the registry's docstring).
 
-    A word is tokenized with a leading space when the template has one before `{mask}`
-    ("Ġgreat"). A word that is not exactly one token is a ValueError naming the word and its
-    pieces.
+    style "bbt": the first token of the bare word, as BBT's metrics.py
+    (`tokenizer.encode(word, add_special_tokens=False)[0]`), whatever the number of pieces.
+    style "spaced": the word with a leading space when the template has one before `{mask}`
+    ("Ġgreat"), from `spaced_label_words` where the task has them; a word that is not exactly
+    one token is then a ValueError naming the word and its pieces.
     """
     t = as_task(task)
+    if style not in LABEL_STYLES:
+        raise ValueError(f"unknown label style {style!r}; accepted: {', '.join(LABEL_STYLES)}")
+    if style == "bbt":
+        return tuple(int(p[0]) for p in _token_ids(tokenizer, list(t.label_words)))
     prefix = " " if t.space_before_mask else ""
-    words = [prefix + w for w in t.label_words]
+    words = [prefix + w for w in (t.spaced_label_words or t.label_words)]
     ids = []
     for word, pieces in zip(words, _token_ids(tokenizer, words)):
         if len(pieces) != 1:
@@ -144,25 +157,44 @@ def encode(
     task: Task | str,
     examples: Sequence,
     tokenizer,
-    max_len: int,
+    max_len: int | None,
     prompt_len: int = 0,
     *,
     max_positions: int = ROBERTA_MAX_POSITIONS,
+    placeholders: int = 0,
+    overlong: str = "truncate",
 ) -> Batch:
     """Token ids of `examples` (objects with text_a, text_b, label) under the task's template.
 
-    Rows are `<s>` + template with texts + `</s>`, padded with the pad id to S = max_len.
-    Texts that do not fit are cut at the end (longest text first for pairs); the template and
-    `<mask>` are never cut. prompt_len: soft-prompt vectors the model inserts after `<s>`
-    ("cat" mode); the model then sees max_len + prompt_len positions, which must not exceed
-    max_positions (RoBERTa: 512; pass ModelConfig.max_seq_len for other shapes). In "add"
-    mode the prompt takes no extra positions: pass prompt_len=0.
+    Rows are `<s>` [placeholders, joint] + template with texts + `</s>`, padded with the pad
+    id to S = max_len (max_len None: to the longest row kept; rows may then be as long as
+    max_positions - prompt_len). A row longer than that limit is cut (overlong "truncate":
+    texts cut at the end, longest text first for pairs, template and `<mask>` never cut) or
+    left out (overlong "drop", BBT: dataloader.py keeps `len(input_ids) <= 512`; the returned
+    Batch then has fewer rows, see `row_lengths`). prompt_len: soft-prompt vectors the model
+    inserts with positions ("cat_pre_ln"); the model then sees S + prompt_len positions, which
+    must not exceed max_positions (RoBERTa: 512; pass ModelConfig.max_seq_len for other
+    shapes). The other prompt modes take no extra positions: pass prompt_len=0.
+    placeholders: L placeholder tokens after `<s>` for the "add" prompt modes (BBT's ids
+    1000..1000+L-1, then the task's placeholder_joint and a space before the template).
 
     ValueError when the template (with `<s>`, `</s>` and one token per text) does not fit in
     max_len, when max_len + prompt_len > max_positions, when an example lacks a text the
     template needs, or when a text itself contains the mask token.
     """
     t = as_task(task)
+    if overlong not in OVERLONG:
+        raise ValueError(f"unknown overlong {overlong!r}; accepted: {', '.join(OVERLONG)}")
+    if placeholders < 0 or placeholders and PLACEHOLDER_START + placeholders > len(tokenizer):
+        raise ValueError(
+            f"placeholders={placeholders}: ids {PLACEHOLDER_START}.."
+            f"{PLACEHOLDER_START + placeholders - 1} must exist in the tokenizer's vocabulary "
+            f"of {len(tokenizer)}"
+        )
+    if max_len is None:
+        max_len, pad_to_longest = max_positions - prompt_len, True
+    else:
+        pad_to_longest = False
     if max_len < 1 or prompt_len < 0:
         raise ValueError(f"need max_len >= 1 and prompt_len >= 0, got {max_len} and {prompt_len}")
     if max_len + prompt_len > max_positions:
@@ -180,11 +212,16 @@ def encode(
     bos, eos, pad, mask = special.values()
 
     segments = t.segments
+    lead = [bos]
+    if placeholders:
+        segments = template_segments(t.placeholder_joint + " " + t.template)
+        lead = [bos, *range(PLACEHOLDER_START, PLACEHOLDER_START + placeholders)]
     literal_ids = {}
     for kind, value in segments:
         if kind == "literal" and value not in literal_ids:
             literal_ids[value] = _token_ids(tokenizer, [value])[0]
-    n_template = 3 + sum(len(literal_ids[v]) for kind, v in segments if kind == "literal")
+    n_template = len(lead) + 2 + sum(
+        len(literal_ids[v]) for kind, v in segments if kind == "literal")
     fields = t.text_fields
     budget = max_len - n_template
     if budget < len(fields):
@@ -205,14 +242,19 @@ def encode(
         text_ids[field] = _token_ids(tokenizer, texts)
 
     n = len(examples)
-    input_ids = np.full((n, max_len), pad, dtype=np.int32)
-    attention = np.zeros((n, max_len), dtype=np.int32)
-    truncated = np.zeros((n,), dtype=bool)
-    for i in range(n):
+    fits = [sum(len(text_ids[f][i]) for f in fields) <= budget for i in range(n)]
+    rows_out = [i for i in range(n) if fits[i] or overlong == "truncate"]
+    if pad_to_longest and rows_out:
+        max_len = n_template + max(
+            min(budget, sum(len(text_ids[f][i]) for f in fields)) for i in rows_out)
+    input_ids = np.full((len(rows_out), max_len), pad, dtype=np.int32)
+    attention = np.zeros((len(rows_out), max_len), dtype=np.int32)
+    truncated = np.zeros((len(rows_out),), dtype=bool)
+    for out, i in enumerate(rows_out):
         full = [len(text_ids[f][i]) for f in fields]
         kept = dict(zip(fields, _truncate(full, budget)))
-        truncated[i] = sum(kept.values()) < sum(full)
-        row = [bos]
+        truncated[out] = sum(kept.values()) < sum(full)
+        row = list(lead)
         for kind, value in segments:
             if kind == "literal":
                 row += literal_ids[value]
@@ -221,15 +263,25 @@ def encode(
             else:
                 row += text_ids[kind][i][: kept[kind]]
         row.append(eos)
-        input_ids[i, : len(row)] = row
-        attention[i, : len(row)] = 1
+        input_ids[out, : len(row)] = row
+        attention[out, : len(row)] = 1
     mask_onehot = (input_ids == mask).astype(np.float32)
     n_masks = mask_onehot.sum(axis=1)
-    if n and np.any(n_masks != 1):
+    if len(rows_out) and np.any(n_masks != 1):
         bad = np.flatnonzero(n_masks != 1)[:10].tolist()
         raise ValueError(
             f"task {t.name!r}: rows {bad} have {n_masks[bad].astype(int).tolist()} mask tokens, "
             "expected 1 (a text contains the mask token)"
         )
-    labels = np.array([int(ex.label) for ex in examples], dtype=np.int32).reshape(n)
+    labels = np.array([int(examples[i].label) for i in rows_out], dtype=np.int32)
     return Batch(input_ids, attention, mask_onehot, labels, truncated)
+
+
+def row_lengths(
+    task: Task | str, examples: Sequence, tokenizer, placeholders: int = 0
+) -> np.ndarray:
+    """(N,) untruncated row lengths (with `<s>`, placeholders and `</s>`) of `examples`, e.g. to
+    leave out the rows BBT drops (longer than 512) before drawing its few-shot split."""
+    batch = encode(task, examples, tokenizer, None, max_positions=1 << 30,
+                   placeholders=placeholders)
+    return batch.attention_mask.sum(1)

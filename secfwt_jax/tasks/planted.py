@@ -1,6 +1,8 @@
 """`planted`: a synthetic task that needs no download, the offline demo and the test bed.
 
-Inputs are random token sequences `<s> t_1 .. t_n <mask> </s>` (padded); labels come from a
+Inputs are random token sequences `<s> t_1 .. t_n <mask> </s>` (padded; in the "add" prompt
+modes `<s>` is followed by L fixed placeholder tokens, as Black-Box Tuning's rows are); labels
+come from a
 hidden teacher prompt P* = z* A on the same model (the teacher's label-word argmax at the
 mask), so the task is solvable by a prompt in the tuner's own search space (the same A): a
 tuner can reach ~100% train accuracy while the zero prompt sits near chance. Of `pool` times
@@ -16,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from ..config import ModelConfig
-from ..model import embed_fn, position_ids, verbalizer_fn
+from ..model import embed_fn, position_ids, prompt_extends_sequence, verbalizer_fn
 from .encode import Batch
 
 NAME = "planted"
@@ -36,17 +38,32 @@ class Planted:
     zero_prompt_train_acc: float
 
 
-def random_batch(config: ModelConfig, n: int, seq_len: int, rng) -> np.ndarray:
-    """(n, seq_len) token ids `<s> t.. <mask> </s> <pad>..` with random lengths >= half."""
+def placeholder_ids(config: ModelConfig, count: int) -> np.ndarray:
+    """The planted task's `count` placeholder tokens: the `count` highest ids below 5000 (or
+    the vocabulary's end) that are not special; random text never uses them."""
     special = {config.pad_token_id, config.bos_token_id, config.eos_token_id, config.mask_token_id}
-    vocab = np.array([i for i in range(min(config.vocab_size, 5000)) if i not in special])
-    ids = np.full((n, seq_len), config.pad_token_id, np.int32)
+    top = [i for i in range(min(config.vocab_size, 5000) - 1, -1, -1) if i not in special]
+    return np.array(top[:count][::-1], np.int32)
+
+
+def random_batch(
+    config: ModelConfig, n: int, seq_len: int, rng, placeholders: int = 0
+) -> np.ndarray:
+    """(n, seq_len + placeholders) token ids `<s> [placeholders] t.. <mask> </s> <pad>..` with
+    random text lengths >= half of seq_len - 3."""
+    special = {config.pad_token_id, config.bos_token_id, config.eos_token_id, config.mask_token_id}
+    fixed = placeholder_ids(config, placeholders)
+    vocab = np.array([i for i in range(min(config.vocab_size, 5000))
+                      if i not in special and i not in set(fixed.tolist())])
+    ids = np.full((n, seq_len + placeholders), config.pad_token_id, np.int32)
     for row in range(n):
         length = int(rng.integers(max(1, (seq_len - 3) // 2), seq_len - 3 + 1))
         ids[row, 0] = config.bos_token_id
-        ids[row, 1:1 + length] = rng.choice(vocab, length)
-        ids[row, 1 + length] = config.mask_token_id
-        ids[row, 2 + length] = config.eos_token_id
+        ids[row, 1:1 + placeholders] = fixed
+        start = 1 + placeholders
+        ids[row, start:start + length] = rng.choice(vocab, length)
+        ids[row, start + length] = config.mask_token_id
+        ids[row, start + length + 1] = config.eos_token_id
     return ids
 
 
@@ -73,7 +90,7 @@ def _widest_per_class(margin, pred, n, num_labels, rng) -> np.ndarray:
 def make_planted(
     config: ModelConfig, params, projection: np.ndarray, *, prompt_len: int, num_labels: int = 2,
     n_train: int = 32, n_dev: int = 32, n_test: int = 64, seq_len: int = 12,
-    teacher_scale: float = 1.0, prompt_mode: str = "cat", seed: int = 0, draws: int = 32,
+    teacher_scale: float = 1.0, prompt_mode: str = "cat_pre_ln", seed: int = 0, draws: int = 32,
     pool: int = 3,
 ) -> Planted:
     """Generate the planted task for this model and projection A (d, L*H).
@@ -96,7 +113,8 @@ def make_planted(
         )
     rng = np.random.default_rng(seed)
     n = n_train + n_dev + n_test
-    ids = random_batch(config, pool * n, seq_len, rng)
+    slots = 0 if prompt_extends_sequence(prompt_mode) else prompt_len
+    ids = random_batch(config, pool * n, seq_len, rng, placeholders=slots)
     mask = (ids != config.pad_token_id).astype(np.int32)
     onehot = (ids == config.mask_token_id).astype(np.float32)
     candidates = [i for i in range(3, min(config.vocab_size, 5000)) if i != config.mask_token_id]

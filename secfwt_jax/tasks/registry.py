@@ -2,15 +2,22 @@
 
 Templates and label words follow Black-Box Tuning (Sun et al. 2022, ICML;
 github.com/txsun1997/Black-Box-Tuning, `dataloader.py` and `metrics.py`), written here with
-three placeholders: `{text_a}`, `{text_b}` and `{mask}`. Two deliberate differences from BBT's
-code, both so that every label word is one token of RoBERTa's BPE at the mask position:
+three placeholders: `{text_a}`, `{text_b}` and `{mask}`.
 
-- Where the template puts a space before `{mask}`, the label word is the space-prefixed token
-  (`" great"`, BPE `"Ġgreat"`), the token a masked LM predicts after "It was". BBT's metrics
-  encode the bare word (`tokenizer.encode("great")[0]`, BPE `"great"`).
-- DBpedia's "Athlete" is two tokens in either form ("ĠAth" + "lete"); BBT silently takes the
-  first piece. Here the Athlete class uses "Sports", as RLPrompt (Deng et al. 2022) does for
-  the same data.
+Label tokens (`secfwt_jax.tasks.encode.label_word_ids`, `style`):
+- "bbt" (the default): BBT's, the first BPE token of the bare word
+  (`tokenizer.encode(word, add_special_tokens=False)[0]`, metrics.py): "great" 12338, "bad"
+  10999, "Yes" 9904, "No" 3084, "Maybe" 14541 for RoBERTa; DBpedia's "Athlete",
+  "Transportation", "Village", "Plant" and "Album" are cut to their first piece ("A",
+  "Trans", "Vill", "Pl", "Al").
+- "spaced" (ours, earlier): where the template puts a space before `{mask}`, the
+  space-prefixed token ("Ġgreat" 372), the token a masked LM predicts after "It was"; every
+  word must be one token, so DBpedia's Athlete class uses `spaced_label_words` ("Sports", as
+  RLPrompt, Deng et al. 2022).
+
+In the "add" prompt modes BBT's rows start with 50 placeholder tokens followed by
+`placeholder_joint` and a space before the template (dataloader.py: `'%s . %s . It was <mask>
+.' % (prompt, text)`; DBpedia: `'%s [ Category: ...'`, no joint).
 
 Synthetic tasks that need a model (the `planted` task) are defined beside the model code and
 added with `register_task`, so this module stays free of model imports.
@@ -95,7 +102,9 @@ class Task:
     leading space (the template decides it, see `space_before_mask`). label_names: the
     dataset's class names in label-id order (Hugging Face's ids), also used to read files whose
     label column holds names. metrics: metric names; the first is the task's main metric.
-    source: where the template and label words come from.
+    source: where the template and label words come from. spaced_label_words: the words for
+    label style "spaced" when they differ from label_words. placeholder_joint: BBT's text
+    between the placeholder tokens and the template (" ." or "").
     """
 
     name: str
@@ -104,11 +113,20 @@ class Task:
     label_names: tuple[str, ...]
     metrics: tuple[str, ...] = ("accuracy",)
     source: str = ""
+    spaced_label_words: tuple[str, ...] | None = None
+    placeholder_joint: str = " ."
 
     def __post_init__(self):
         object.__setattr__(self, "label_words", tuple(self.label_words))
         object.__setattr__(self, "label_names", tuple(self.label_names))
         object.__setattr__(self, "metrics", tuple(self.metrics))
+        if self.spaced_label_words is not None:
+            object.__setattr__(self, "spaced_label_words", tuple(self.spaced_label_words))
+            if len(self.spaced_label_words) != len(self.label_words):
+                raise ValueError(
+                    f"task {self.name!r}: {len(self.spaced_label_words)} spaced label words for "
+                    f"{len(self.label_words)} classes"
+                )
         template_segments(self.template)
         if len(self.label_words) < 2:
             raise ValueError(f"task {self.name!r}: needs >= 2 label words, got {self.label_words}")
@@ -176,7 +194,7 @@ _BUILTIN = (
     Task(
         "dbpedia", "[ Category: {mask} ] {text_a}",
         (
-            "Company", "Education", "Artist", "Sports", "Office", "Transportation", "Building",
+            "Company", "Education", "Artist", "Athlete", "Office", "Transportation", "Building",
             "Natural", "Village", "Animal", "Plant", "Album", "Film", "Written",
         ),
         (
@@ -184,7 +202,12 @@ _BUILTIN = (
             "MeanOfTransportation", "Building", "NaturalPlace", "Village", "Animal", "Plant",
             "Album", "Film", "WrittenWork",
         ),
-        source=_BBT + "; 'Sports' for Athlete as in RLPrompt (BBT's 'Athlete' is 2 tokens)",
+        source=_BBT + "; style 'spaced': 'Sports' for Athlete as in RLPrompt",
+        spaced_label_words=(
+            "Company", "Education", "Artist", "Sports", "Office", "Transportation", "Building",
+            "Natural", "Village", "Animal", "Plant", "Album", "Film", "Written",
+        ),
+        placeholder_joint="",
     ),
     Task(
         "mrpc", _PAIR, ("No", "Yes"), ("not_equivalent", "equivalent"),

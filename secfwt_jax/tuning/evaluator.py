@@ -18,9 +18,18 @@ import numpy as np
 
 from ..backend.masked_trig import call_trig_masks, model_reveal_fn
 from ..config import ModelConfig
-from ..model import embed_fn, embed_rows_fn, position_ids, verbalizer_fn, vocab_rows_fn
+from ..model import (
+    embed_fn,
+    embed_rows_fn,
+    position_ids,
+    prompt_extends_sequence,
+    verbalizer_fn,
+    vocab_rows_fn,
+)
 
-LOSSES = ("ce", "hinge")
+LOSSES = ("ce", "hinge", "hinge_max")
+# Black-Box Tuning's hinge margin (metrics.py: `self.margin = 2`).
+HINGE_MARGIN = 2.0
 # One-hot entries (tokens x (vocab + positions)) shared per secure embedding call: 2^25 float32
 # is 128 MiB in the data owner's memory before sharing.
 EMBED_CHUNK_ELEMENTS = 1 << 25
@@ -32,8 +41,11 @@ VOCAB_BUCKET = 1024
 def candidate_losses(logits, labels, kind: str = "ce"):
     """Mean loss of each candidate. logits (P, B, C), labels (B,) int -> (P,).
 
-    ce: cross-entropy of the softmax over the C label words (as in Black-Box Tuning).
-    hinge: multi-class margin loss mean_b max(0, 1 - (l_y - max_{c != y} l_c)).
+    ce: cross-entropy of the softmax over the C label words (BBT's "ce"; BBT divides its mean
+    by B once more, a constant factor that rank-based CMA-ES ignores).
+    hinge: Black-Box Tuning's default (bbt.py `loss_type='hinge'`, utils.hinge_loss with
+    metrics.py's margin 2): mean_b sum_{c != y} max(0, l_c - l_y + 2).
+    hinge_max (ours, earlier): mean_b max(0, 1 - (l_y - max_{c != y} l_c)).
     """
     if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; accepted: {', '.join(LOSSES)}")
@@ -41,6 +53,9 @@ def candidate_losses(logits, labels, kind: str = "ce"):
     if kind == "ce":
         return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits, axis=-1) * onehot, -1), axis=-1)
     correct = jnp.sum(logits * onehot, -1)
+    if kind == "hinge":
+        per_class = jax.nn.relu(logits - correct[..., None] + HINGE_MARGIN) * (1 - onehot)
+        return jnp.mean(jnp.sum(per_class, -1), axis=-1)
     other = jnp.max(logits - 1e4 * onehot, -1)
     return jnp.mean(jax.nn.relu(1.0 - (correct - other)), axis=-1)
 
@@ -50,6 +65,23 @@ def one_hot(idx: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((*idx.shape, n), np.float32)
     np.put_along_axis(out, idx[..., None].astype(np.int64), 1.0, axis=-1)
     return out
+
+
+def check_placeholders(ids: np.ndarray, mask_onehot: np.ndarray, prompt_len: int, mode: str):
+    """In the "add" modes the prompt lands on positions 1..L: they must hold the same
+    placeholder tokens in every row (secfwt_jax.tasks.encode(..., placeholders=L)), never text
+    or the <mask>. ValueError otherwise (a row encoded without placeholders)."""
+    if not prompt_len:
+        return
+    slots = ids[:, 1:1 + prompt_len]
+    mask_pos = np.asarray(mask_onehot).argmax(1)
+    if ids.shape[1] <= prompt_len or np.any(slots != slots[:1]) or np.any(mask_pos <= prompt_len):
+        raise ValueError(
+            f"prompt_mode {mode!r} adds the prompt to positions 1..{prompt_len}, which must hold "
+            f"the same {prompt_len} placeholder tokens in every row with the <mask> after them; "
+            "encode the examples with placeholders=prompt_len (secfwt_jax.tasks.encode), or use "
+            "a 'cat' mode"
+        )
 
 
 @dataclasses.dataclass
@@ -71,7 +103,7 @@ class PromptEvaluator:
 
     def __init__(
         self, backend, config: ModelConfig, params_handle, label_word_ids, *,
-        prompt_len: int, prompt_mode: str = "cat", loss: str = "ce", reveal: str = "logits",
+        prompt_len: int, prompt_mode: str = "cat_pre_ln", loss: str = "ce", reveal: str = "logits",
         trig_seed: int | None = None, vocab_bucket: int = VOCAB_BUCKET,
     ):
         if reveal not in REVEALS:
@@ -90,7 +122,7 @@ class PromptEvaluator:
         self.secure = backend.name != "plaintext"
         self._embed = backend.compile(embed_fn(config, prompt_len, prompt_mode))
         self._vocab_rows = backend.compile(vocab_rows_fn(config))
-        self._embed_rows = backend.compile(embed_rows_fn(config))
+        self._embed_rows = backend.compile(embed_rows_fn(config, prompt_mode))
         # rfa_trig="masked": every call gets fresh trig masks from the data owner (the dealer,
         # docs/masked_trig.md) and opens the masked angles to the servers inside the program
         self._trig_rng = np.random.default_rng(trig_seed)
@@ -137,6 +169,8 @@ class PromptEvaluator:
         ids, mask = ids[:, :width], mask[:, :width]
         mask_onehot = np.asarray(batch.mask_onehot, np.float32)[:, :width]
         pos = position_ids(mask, self.config, self.prompt_len, self.prompt_mode)
+        if not prompt_extends_sequence(self.prompt_mode):
+            check_placeholders(ids, mask_onehot, self.prompt_len, self.prompt_mode)
         if int(ids.max()) >= self.config.vocab_size:
             raise ValueError(
                 f"token id {int(ids.max())} is outside the model's vocabulary "
@@ -215,7 +249,8 @@ class PromptEvaluator:
 
     def _trig_masks(self, examples: ExampleSet, prompts) -> tuple:
         """() or (fresh masks for this call,) when the model uses the masked trigonometry."""
-        seq_len = examples.width + (self.prompt_len if self.prompt_mode == "cat" else 0)
+        extra = self.prompt_len if prompt_extends_sequence(self.prompt_mode) else 0
+        seq_len = examples.width + extra
         return call_trig_masks(self.backend, self.config, len(prompts) * examples.size, seq_len,
                                rng=self._trig_rng)
 

@@ -2,8 +2,10 @@
 
 Per generation: ask P candidates z (P, d); prompts = z @ A (+ p0), (P, L, H); one backend call
 evaluates all P x B sequences and reveals only the verbalizer logits (or only the P losses);
-the loss is computed in plaintext; tell. Dev evaluation every `eval_every` generations with
-early stopping, the best prompt kept, a final test metric. A checkpoint every
+the loss is computed in plaintext; tell. Model selection on dev (`selection`): Black-Box
+Tuning's rule ("bbt": every `eval_every` calls, the candidate evaluated at that call, kept when
+strictly better) or ours ("best_train": every `eval_every` generations, the optimizer's best
+point so far); early stopping; a final test metric. A checkpoint every
 `checkpoint_every` generations: a run killed and resumed ends in the state an uninterrupted run
 with the same seed reaches (exactly on the plaintext backend; under MPC the losses carry
 fixed-point noise that differs between runs, see docs).
@@ -15,6 +17,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -32,23 +35,29 @@ from .projection import embedding_std, make_projection, prompts_from_z
 class TuningConfig:
     """Hyper-parameters of one forward-only tuning run (defaults: Black-Box Tuning's).
 
-    budget: forward queries = popsize x generations (BBT: 8000). eval_every, checkpoint_every:
-    in generations (0 = never). patience: dev evaluations without improvement before stopping
-    (0 = no early stopping). vocab_bucket: the secure embedding lookup's sub-vocabulary
-    rounding (PromptEvaluator; 0: whole-vocabulary one-hot, nothing but shapes revealed).
+    budget: forward queries = popsize x generations (BBT: 8000). selection: "bbt" or
+    "best_train" (SELECTIONS, see `select_on_dev`). eval_every: calls (forward queries of single
+    candidates) between dev evaluations for selection "bbt" (BBT: 100), generations for
+    "best_train"; checkpoint_every: in generations (0 = never). patience: dev evaluations
+    without improvement before stopping (0 = no early stopping). loss, projection, prompt_mode:
+    see PromptEvaluator, make_projection and secfwt_jax.model (defaults: BBT's hinge, uniform
+    A, add after the LayerNorm); sigma0: CMA-ES's initial step (BBT's bbt.py: 0.5).
+    vocab_bucket: the secure embedding lookup's sub-vocabulary rounding (PromptEvaluator; 0:
+    whole-vocabulary one-hot, nothing but shapes revealed).
     """
 
     optimizer: str = "cmaes"
     popsize: int = 20
     intrinsic_dim: int = 500
     prompt_len: int = 50
-    prompt_mode: str = "cat"
-    projection: str = "normal"
-    sigma0: float = 1.0
+    prompt_mode: str = "add"
+    projection: str = "uniform"
+    sigma0: float = 0.5
     budget: int = 8000
-    loss: str = "ce"
+    loss: str = "hinge"
     reveal: str = "logits"
-    eval_every: int = 50
+    selection: str = "bbt"
+    eval_every: int = 100
     patience: int = 0
     checkpoint_every: int = 10
     seed: int = 0
@@ -76,6 +85,7 @@ class TuningConfig:
         if not (isinstance(self.sigma0, int | float) and np.isfinite(self.sigma0)
                 and self.sigma0 > 0):
             raise ValueError(f"sigma0 must be a finite number > 0, got {self.sigma0!r}")
+        check_choice("selection", self.selection, SELECTIONS)
         if self.budget < self.popsize:
             raise ValueError(
                 f"budget {self.budget} is smaller than one generation (popsize {self.popsize})"
@@ -92,6 +102,24 @@ _INT_MINIMA = (("popsize", 1), ("intrinsic_dim", 1), ("prompt_len", 1), ("budget
 class NonFiniteLossError(FloatingPointError):
     """A candidate's loss or revealed logits are NaN or infinite (the checkpoint of the last
     whole generation was written first)."""
+SELECTIONS = ("bbt", "best_train")
+
+
+def bbt_dev_calls(generation: int, popsize: int, every: int) -> list[int]:
+    """Indices (within the generation's P candidates) of the candidates BBT evaluates on dev.
+
+    BBT (bbt.py, LMForwardAPI.eval) counts calls, one per candidate (serial evaluation of
+    es.ask()'s popsize solutions), and evaluates the current candidate on dev when
+    `num_call % eval_every == 0`. Generation g (1-based) holds calls (g-1)P+1 .. gP.
+    """
+    first = (generation - 1) * popsize + 1
+    return [call - first for call in range(first, first + popsize) if every and call % every == 0]
+
+
+def select_on_dev(best: float | None, metric: float) -> bool:
+    """BBT's rule: keep a dev metric only when strictly greater than the best so far, which
+    starts at 0.0 (`self.best_dev_perf = 0.0`), so a dev metric of 0 is never kept."""
+    return metric > (0.0 if best is None else best)
 
 
 def tuning_projection(cfg: TuningConfig, model_config, params) -> jax.Array:
@@ -203,7 +231,18 @@ class Tuner:
                 min_loss=float(np.min(losses)), best_loss=float(state.best_f),
             )
             last = gen == cfg.generations
-            if dev_sets and cfg.eval_every and (gen % cfg.eval_every == 0 or last):
+            if dev_sets and cfg.selection == "bbt":
+                for i in bbt_dev_calls(gen, cfg.popsize, cfg.eval_every):
+                    metric = self.evaluate(dev_sets, np.asarray(z)[i])[self.main_metric]
+                    rec["dev_metric"], rec["dev_call"] = metric, (gen - 1) * cfg.popsize + i + 1
+                    if select_on_dev(loop["best_dev"], metric):
+                        loop["best_dev"], loop["best_dev_z"] = metric, np.asarray(z)[i].tolist()
+                        loop["evals_since_best"] = 0
+                    else:
+                        loop["evals_since_best"] += 1
+                        if cfg.patience and loop["evals_since_best"] >= cfg.patience:
+                            loop["stopped_early"] = True
+            elif dev_sets and cfg.eval_every and (gen % cfg.eval_every == 0 or last):
                 metric = self.evaluate(dev_sets, state.best_x)[self.main_metric]
                 rec["dev_metric"] = metric
                 if loop["best_dev"] is None or metric > loop["best_dev"]:
@@ -229,12 +268,17 @@ class Tuner:
                 bar.close()
                 return None
         bar.close()
-        final_z = np.asarray(loop["best_dev_z"] if loop["best_dev_z"] is not None else state.best_x)
+        selected = "dev" if loop["best_dev_z"] is not None else "best_train"
+        if selected != "dev" and dev_sets:
+            # BBT would test best_prompt=None and fail; we test the best training point and say so
+            warnings.warn("no dev evaluation selected a candidate (none ran, or none beat 0.0); "
+                          "testing the optimizer's best training point", stacklevel=2)
+        final_z = np.asarray(loop["best_dev_z"] if selected == "dev" else state.best_x)
         train_metrics = self.evaluate([train_set], final_z)
         summary: dict[str, Any] = dict(
             generations=loop["generation"], queries=loop["generation"] * cfg.popsize,
             final_loss=float(state.best_f), initial_train_acc=initial_train["accuracy"],
-            train_acc=train_metrics["accuracy"], dev_metric=loop["best_dev"],
+            train_acc=train_metrics["accuracy"], dev_metric=loop["best_dev"], selected=selected,
             stopped_early=loop["stopped_early"],
         )
         if test is not None:

@@ -11,7 +11,10 @@ a fixed random projection:
   deviation of all word-embedding entries, ``sigma`` the CMA-ES initial step size, alpha = 1).
   Then for z ~ N(0, sigma0^2 I) each prompt entry has std ``embed_std``: the prompts CMA-ES
   samples first look, in scale, like word embeddings.
-- ``uniform``: A_ij ~ U(-1, 1), as ``torch.nn.init.uniform_(-1, 1)`` in the BBT code.
+- ``uniform``: A_ij ~ U(-1/sqrt(d), 1/sqrt(d)), BBT's default (bbt.py, ``random_proj='he'``
+  leaves ``torch.nn.Linear(d, L*H, bias=False)`` at torch's default init, kaiming_uniform with
+  a = sqrt(5), whose bound is 1/sqrt(fan_in) = 1/sqrt(d)).
+- ``uniform_pm1`` (ours, earlier): A_ij ~ U(-1, 1).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from secfwt_jax.tuning.base import HIGHEST
 
-PROJECTIONS = ("normal", "uniform")
+PROJECTIONS = ("normal", "uniform", "uniform_pm1")
 
 
 def embedding_std(word_embeddings) -> float:
@@ -50,8 +53,8 @@ def make_projection(
 
     kind ``normal``: std ``embed_std / (sqrt(d) * sigma0)``; ``embed_std=None`` means 1.0
     (a unit-scale embedding; pass :func:`embedding_std` of the model's word embeddings for
-    BBT's setting). kind ``uniform``: U(-1, 1); ``embed_std`` and ``sigma0`` do not apply and
-    passing ``embed_std`` is an error.
+    BBT's setting). kind ``uniform``: U(-1/sqrt(d), 1/sqrt(d)); ``uniform_pm1``: U(-1, 1);
+    for both ``embed_std`` and ``sigma0`` do not apply and passing ``embed_std`` is an error.
     """
     if kind not in PROJECTIONS:
         raise ValueError(f"unknown projection kind {kind!r}; accepted: {', '.join(PROJECTIONS)}")
@@ -59,12 +62,13 @@ def make_projection(
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     shape = (d, prompt_len * hidden)
-    if kind == "uniform":
+    if kind in ("uniform", "uniform_pm1"):
         if embed_std is not None:
             raise ValueError(
-                f"embed_std={embed_std} applies to kind='normal' only; uniform is U(-1, 1)"
+                f"embed_std={embed_std} applies to kind='normal' only; {kind} has a fixed bound"
             )
-        return jax.random.uniform(key, shape, jnp.float32, minval=-1.0, maxval=1.0)
+        bound = 1.0 / math.sqrt(d) if kind == "uniform" else 1.0
+        return jax.random.uniform(key, shape, jnp.float32, minval=-bound, maxval=bound)
     if not sigma0 > 0:
         raise ValueError(f"sigma0 must be > 0, got {sigma0}")
     std = projection_std(d, 1.0 if embed_std is None else embed_std, sigma0)
