@@ -239,7 +239,7 @@ def test_non_finite_loss_stops_the_run_naming_generation_and_candidate(tmp_path)
     params = init_params(cfg, seed=0)
     task = make_planted(cfg, params, np.asarray(tuning_projection(tcfg, cfg, params)),
                         prompt_len=4, n_train=16, n_dev=16, n_test=32, seq_len=10,
-                        teacher_scale=3.0, seed=1)
+                        teacher_scale=3.0, prompt_mode=tcfg.prompt_mode, seed=1)
     tuner = Tuner(tcfg, make_backend("plaintext"), cfg, params, task.label_word_ids,
                   run_dir=str(tmp_path), progress=False)
     tuner.evaluator = _NaNEvaluator(tuner.evaluator)
@@ -275,8 +275,11 @@ def test_truncation_is_counted_per_split_and_warned(tmp_path, capsys):
     splits = dict(train=batch([True, False]), dev=batch([False]), test=batch([True, True, True]))
     with pytest.warns(UserWarning, match="task.max_len=8 .* truncated examples: train 1 of 2, "
                                          "dev 0 of 1, test 3 of 3"):
-        run_py.warn_truncated(splits, 8)
+        run_py.warn_truncated(splits, {}, 8)
     assert "WARNING: task.max_len=8" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="task.max_len=8 .* left out examples: train 2 of 4, "
+                                         "dev 0 of 1, test 0 of 3"):
+        run_py.warn_truncated(splits, {"train": 2, "dev": 0, "test": 0}, 8)
     assert run_py.truncated_counts(*splits.values()) == {"train": 1, "dev": 0, "test": 3}
     s = launch(tmp_path, "budget=6")  # the planted task truncates nothing, and says so
     assert s["truncated"] == {"train": 0, "dev": 0, "test": 0}
@@ -356,10 +359,10 @@ def test_masked_trig_on_plaintext_fxp_is_refused_saying_what_to_use(tmp_path):
         launch(tmp_path, "method=secfwt", "protocol=plaintext_fxp")
 
 
-def test_secfwt_on_planted_fails_before_tuning_saying_what_to_use(tmp_path):
-    with pytest.raises(ValueError, match="method.normalize_qk=false model.initializer_range=0.15"):
-        launch(tmp_path, "method=secfwt", "budget=6")
-    assert not (tmp_path / "metrics.jsonl").exists()
+def test_secfwt_on_planted_runs_at_the_defaults(tmp_path):
+    # with BBT's add mode (the prompt after the LayerNorm) a planted teacher exists for secfwt
+    s = launch(tmp_path, "method=secfwt", "budget=6")
+    assert s["attention"] == "rfa" and s["rfa_trig"] == "masked" and s["generations"] == 1
 
 
 @pytest.mark.slow
@@ -456,9 +459,9 @@ def test_real_task_truncation_is_counted_in_the_summary(tmp_path, capsys):
     data, tok = shared / "data", shared / "tokenizer" / "roberta-base"
     if not (data / "sst2").is_dir() or not tok.is_dir():
         pytest.skip(f"real data/tokenizer not found under {shared} (set SECFWT_SHARED)")
-    s = launch(tmp_path, "task=sst2", f"data_dir={data}", f"tokenizer={tok}", "task.max_len=8",
-               "test_limit=16", "budget=6")
+    s = launch(tmp_path, "task=sst2", f"data_dir={data}", f"tokenizer={tok}", "task.max_len=16",
+               "overlong=truncate", "test_limit=16", "budget=6")
     assert s["truncated"]["test"] > 0 and s["truncated"]["train"] > 0
     assert set(s["truncated"]) == {"train", "dev", "test"}
-    assert "WARNING: task.max_len=8 (or the model's positions) truncated examples: train " in (
+    assert "WARNING: task.max_len=16 (or the model's positions) truncated examples: train " in (
         capsys.readouterr().err)
