@@ -281,8 +281,14 @@ def markdown(rec: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     load0 = os.getloadavg()
-    speed_rows = [speed(d, args) for d in args.dims]
-    qual = [quality(d, args.seeds) for d in args.quality_dims]
+    speed_rows, qual = [], []
+    for d in args.dims:
+        speed_rows.append(speed(d, args))
+        print(json.dumps({k: v for k, v in speed_rows[-1].items() if "paired" in k
+                          or "median" in k}), flush=True)
+    for d in args.quality_dims:
+        qual.append(quality(d, args.seeds))
+        print(json.dumps(qual[-1]["median"]), flush=True)
     rec = {
         "command": " ".join(
             ["python experiments/bench_optimizer.py", shlex.join(sys.argv[1:] if argv is None

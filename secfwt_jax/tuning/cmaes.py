@@ -188,7 +188,7 @@ def eigen(C: jax.Array, eig_floor: float) -> tuple[jax.Array, jax.Array, jax.Arr
     the stored matrix stays positive definite.
     """
     C = 0.5 * (C + C.T)
-    d2, B = jnp.linalg.eigh(C)
+    d2, B = jnp.linalg.eigh(C, symmetrize_input=False)  # symmetrised just above
     floor = eig_floor * jnp.max(d2)
     clipped = jnp.any(d2 < floor)
     d2 = jnp.maximum(d2, floor)
