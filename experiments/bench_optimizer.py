@@ -20,7 +20,11 @@ its defaults, default popsize).
 
 From the repository root (CPU; a few minutes):
     python experiments/bench_optimizer.py
-Writes results/optimizer/bench_optimizer.json and .md (setting, command, machine load).
+    python experiments/bench_optimizer.py --threads 1     # both sides on one thread
+Writes results/optimizer/bench_optimizer[_threads<N>].json and .md (setting, command, load).
+``--threads N`` sets OPENBLAS/OMP/MKL_NUM_THREADS (pycma's numpy and the LAPACK behind our eigh)
+and XLA's CPU intra-op threads before numpy and jax are imported: on a machine oversubscribed by
+other jobs, spinning BLAS threads distort both sides.
 """
 
 from __future__ import annotations
@@ -34,9 +38,28 @@ import shlex
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+
+def _threads_from_argv(argv) -> int | None:
+    """--threads N, read before numpy/jax are imported (they read the settings at import)."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return None
+
+
+THREADS = _threads_from_argv(sys.argv[1:])
+if THREADS is not None:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(THREADS)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                               f"{'true' if THREADS > 1 else 'false'} "
+                               f"intra_op_parallelism_threads={THREADS}").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -53,6 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="timed blocks per optimizer and d")
     p.add_argument("--quality-dims", type=int, nargs="*", default=[100, 200])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS and XLA CPU threads for both sides (default: the libraries')")
     p.add_argument("--out", default="results/optimizer")
     return p.parse_args(argv)
 
@@ -239,7 +264,8 @@ def markdown(rec: dict) -> str:
         "",
         f"Setting: {rec['setting']['note']} CPU cores: {rec['setting']['cpu_count']}; load "
         f"average at start {rec['setting']['loadavg_start']}, at end "
-        f"{rec['setting']['loadavg_end']}; jax {rec['setting']['jax']}, cma "
+        f"{rec['setting']['loadavg_end']}; threads: {rec['setting']['threads']}; jax "
+        f"{rec['setting']['jax']}, cma "
         f"{rec['setting']['cma']}, numpy {rec['setting']['numpy']}.",
         "",
         "| d | lambda | ours ms/gen | pycma ms/gen | pycma / ours (paired median) | ours compile s "
@@ -304,14 +330,16 @@ def main(argv=None):
             "jax": jax.__version__, "cma": cma.__version__, "numpy": np.__version__,
             "generations_per_block": args.generations, "repeats": args.repeats,
             "objective": "sphere, evaluated outside the timers",
+            "threads": args.threads or "library defaults",
         },
         "speed": speed_rows,
         "quality": qual,
     }
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "bench_optimizer.json"), "w") as fh:
+    tag = "bench_optimizer" + ("" if args.threads is None else f"_threads{args.threads}")
+    with open(os.path.join(args.out, tag + ".json"), "w") as fh:
         json.dump(rec, fh, indent=1)
-    with open(os.path.join(args.out, "bench_optimizer.md"), "w") as fh:
+    with open(os.path.join(args.out, tag + ".md"), "w") as fh:
         fh.write(markdown(rec))
     print(markdown(rec))
 
