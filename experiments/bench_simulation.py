@@ -13,11 +13,18 @@ Cases, each a row of the output table:
   loop                  a Python loop over candidates, one jitted call (P=1) per candidate
   population_fxp        the same call through secfwt_jax.backend.fxp.fxp_transform (SPU FM64
                         fixed-point numerics emulated in plaintext)
+  tuning                the whole plaintext tuning loop, end to end and not extrapolated:
+                        secfwt_jax.tuning.loop.Tuner on the plaintext backend runs the full
+                        budget (ask, projection z -> prompts, one evaluator call, tell, per
+                        generation; a dev check every --eval-every generations; the final
+                        train evaluation) on random examples with random labels (timing only:
+                        the loss is real, the task is not)
 
 From the repository root. GPU (one H200, jax 0.11 / flax 0.12 / Python 3.12, no spu), one
 command, a few minutes:
     python experiments/bench_simulation.py --model roberta-large
-CPU here (measures a few generations and extrapolates to the budget; says so in the output):
+The population cases time a few generations and extrapolate to the budget (the output says so);
+the tuning case runs the budget. CPU here:
     python experiments/bench_simulation.py --model tiny --generations 5
     python experiments/bench_simulation.py --model roberta-base --layers 1 --generations 2 \
         --loop-generations 1
@@ -48,7 +55,7 @@ from secfwt_jax.config import PRESETS, ModelConfig  # noqa: E402
 from secfwt_jax.model import embed_fn, init_params, position_ids, verbalizer_fn  # noqa: E402
 from secfwt_jax.tuning.evaluator import candidate_losses  # noqa: E402
 
-CASES = ("population", "population_bf16", "loop", "population_fxp")
+CASES = ("population", "population_bf16", "loop", "population_fxp", "tuning")
 BUDGET = 8000
 
 
@@ -72,6 +79,11 @@ def parse_args(argv=None):
                    help="jax.default_matmul_precision for the float32 cases (GPU: default=TF32)")
     p.add_argument("--fxp-fast", action="store_true",
                    help="fixed-point case without exact (Dekker) products: faster, not bit-exact")
+    p.add_argument("--optimizer", default="cmaes", help="tuning case: TuningConfig.optimizer")
+    p.add_argument("--intrinsic-dim", type=int, default=500, help="tuning case: d")
+    p.add_argument("--dev", type=int, default=32, help="tuning case: dev examples")
+    p.add_argument("--eval-every", type=int, default=50,
+                   help="tuning case: generations between dev checks (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join("results", "simulation"))
     args = p.parse_args(argv)
@@ -247,7 +259,7 @@ def run(args) -> dict:
     tag = f"bench_{args.model}" + ("" if args.layers is None else f"_L{args.layers}")
     tag += "_" + "".join(c if c.isalnum() else "-" for c in devices[0].device_kind.lower())
     os.makedirs(args.out, exist_ok=True)
-    rows, ref_losses = [], None
+    rows, ref_losses, end_to_end = [], None, None
     precision = None if args.matmul_precision == "default" else args.matmul_precision
 
     def record(res: CaseResult):
@@ -256,6 +268,11 @@ def run(args) -> dict:
         write(args, info, rows, tag)  # after every case: a timeout keeps what was measured
 
     for case in args.cases:
+        if case == "tuning":
+            with jax.default_matmul_precision(precision):
+                end_to_end = run_tuning(args, cfg, params, label_words)
+            print(json.dumps(end_to_end), flush=True)
+            continue
         with jax.default_matmul_precision(precision):
             if case in ("population", "population_bf16"):
                 bf16 = case.endswith("bf16")
@@ -292,18 +309,81 @@ def run(args) -> dict:
         )
     if hasattr(os, "getloadavg"):
         info["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
-    write(args, info, rows, tag)
-    return dict(setting=info, results=rows)
+    if "spu" in sys.modules:
+        raise RuntimeError("spu was imported during the benchmark; the plaintext path must not")
+    write(args, info, rows, tag, end_to_end)
+    return dict(setting=info, results=rows, end_to_end=end_to_end)
 
 
-def write(args, info: dict, rows: list, tag: str) -> None:
+def random_examples(cfg: ModelConfig, n: int, seq: int, rng):
+    """n random `<s> t.. <mask> </s> <pad>..` examples (planted.random_batch) with random binary
+    labels, as a Batch."""
+    from secfwt_jax.tasks.encode import Batch
+    from secfwt_jax.tasks.planted import random_batch
+
+    ids = random_batch(cfg, n, seq, rng)
+    return Batch(
+        input_ids=ids, attention_mask=(ids != cfg.pad_token_id).astype(np.int32),
+        mask_onehot=(ids == cfg.mask_token_id).astype(np.float32),
+        labels=rng.integers(0, 2, n).astype(np.int32), truncated=np.zeros(n, bool),
+    )
+
+
+def run_tuning(args, cfg: ModelConfig, params, label_words) -> dict:
+    """The tuning case: Tuner.run on the plaintext backend for the whole budget, timed end to
+    end. Per-generation times come from the loop's own metrics.jsonl (cumulative wall_s)."""
+    import tempfile
+
+    from secfwt_jax.backend import make_backend
+    from secfwt_jax.tuning.loop import Tuner, TuningConfig
+
+    rng = np.random.default_rng(args.seed + 1)
+    train = random_examples(cfg, args.batch, args.seq, rng)
+    dev = random_examples(cfg, args.dev, args.seq, rng) if args.dev else None
+    tcfg = TuningConfig(
+        optimizer=args.optimizer, popsize=args.popsize, intrinsic_dim=args.intrinsic_dim,
+        prompt_len=args.prompt_len, budget=args.budget, eval_every=args.eval_every,
+        checkpoint_every=0, seed=args.seed,
+    )
+    with tempfile.TemporaryDirectory() as run_dir:
+        t0 = time.perf_counter()
+        tuner = Tuner(tcfg, make_backend("plaintext"), cfg, params, label_words,
+                      run_dir=run_dir, progress=False)
+        t1 = time.perf_counter()
+        summary = tuner.run(train, dev)
+        t2 = time.perf_counter()
+        with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+            recs = [json.loads(line) for line in fh]
+    cum = np.array([r["wall_s"] for r in recs])
+    per_gen = np.diff(np.concatenate([[0.0], cum]))
+    dev_gen = np.array(["dev_metric" in r for r in recs])
+    steady = per_gen[1:][~dev_gen[1:]]  # generation 1 holds the optimizer's compile
+    with_dev = per_gen[1:][dev_gen[1:]]
+    return dict(
+        case="tuning", optimizer=args.optimizer, intrinsic_dim=args.intrinsic_dim,
+        budget_queries=args.budget, generations=summary["generations"],
+        queries=summary["queries"], dev_examples=args.dev, eval_every=args.eval_every,
+        dev_checks=int(dev_gen.sum()), total_s=round(t2 - t0, 3),
+        setup_s=round(t1 - t0, 3), run_s=round(t2 - t1, 3),
+        loop_s=round(float(cum[-1]), 3), outside_loop_s=round(t2 - t1 - float(cum[-1]), 3),
+        first_generation_s=round(float(per_gen[0]), 4),
+        generation_s_median=float(np.median(steady)) if steady.size else None,
+        generation_with_dev_s_median=float(np.median(with_dev)) if with_dev.size else None,
+        queries_per_s=summary["queries"] / float(cum[-1]),
+        final_loss=summary["final_loss"], train_acc=summary["train_acc"],
+        dev_metric=summary["dev_metric"], backend_calls=summary["backend_calls"],
+        extrapolated=False,
+    )
+
+
+def write(args, info: dict, rows: list, tag: str, end_to_end: dict | None = None) -> None:
     with open(os.path.join(args.out, tag + ".json"), "w") as fh:
-        json.dump(dict(setting=info, results=rows), fh, indent=1)
+        json.dump(dict(setting=info, results=rows, end_to_end=end_to_end), fh, indent=1)
     with open(os.path.join(args.out, tag + ".md"), "w") as fh:
-        fh.write(markdown(info, rows))
+        fh.write(markdown(info, rows, end_to_end))
 
 
-def markdown(info: dict, rows: list) -> str:
+def markdown(info: dict, rows: list, end_to_end: dict | None = None) -> str:
     s = info
     lines = [
         f"# Plaintext evaluator throughput: {s['model']} ({s['layers']} layers), "
@@ -326,6 +406,8 @@ def markdown(info: dict, rows: list) -> str:
         "| budget s | budget s + compile | timed gens | max loss diff vs f32 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if not rows:  # the tuning case alone: no per-case table
+        lines = lines[:-3]
     for r in rows:
         diff = r["max_loss_diff_vs_float32"]
         lines.append(
@@ -346,10 +428,36 @@ def markdown(info: dict, rows: list) -> str:
             f"Python loop over candidates / one population call: "
             f"{s['loop_over_population']:.2f}x the time per generation."
         )
-    lines.append(
-        "Timed: the evaluator only (prompts already on the device, embeddings computed once); "
-        "CMA-ES ask/tell and the projection z -> prompt are not included."
-    )
+    if rows:
+        lines.append(
+            "Timed: the evaluator only (prompts already on the device, embeddings computed "
+            "once); CMA-ES ask/tell and the projection z -> prompt are not included."
+        )
+    if end_to_end is not None:
+        e = end_to_end
+        gen = e["generation_s_median"]
+        dev = e["generation_with_dev_s_median"]
+        lines += [
+            "",
+            f"## End-to-end tuning run (plaintext, not extrapolated): {e['optimizer']}, d = "
+            f"{e['intrinsic_dim']}",
+            "",
+            "| queries | generations | dev checks | total s | setup s | loop s | outside loop s "
+            "| generation 1 s | s / generation | s / generation with dev check | queries / s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| {e['queries']} | {e['generations']} | {e['dev_checks']} | {e['total_s']:.4g} | "
+            f"{e['setup_s']:.4g} | {e['loop_s']:.4g} | {e['outside_loop_s']:.4g} | "
+            f"{e['first_generation_s']:.4g} | {'-' if gen is None else f'{gen:.4g}'} | "
+            f"{'-' if dev is None else f'{dev:.4g}'} | {e['queries_per_s']:.4g} |",
+            "",
+            "Timed: secfwt_jax.tuning.loop.Tuner on the plaintext backend (setup: projection, "
+            "optimizer, evaluator; run: sharing the examples, the zero-prompt train evaluation, "
+            f"every generation's ask, projection, evaluator call and tell, {e['dev_examples']} "
+            "dev examples checked every eval_every generations and at the end, the final train "
+            "evaluation; compile times included, generation 1 holds the optimizer's). Random "
+            f"examples and labels (a timing run): final loss {e['final_loss']:.4f}, train "
+            f"accuracy {e['train_acc']:.3f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -120,6 +120,8 @@ slow = pytest.mark.slow
         ("sphere", 50),
         pytest.param("ellipsoid", 50, marks=slow),
         pytest.param("rosenbrock", 50, marks=slow),
+        # d=100: the first dimension here where B and D are updated lazily (every 2 tells)
+        pytest.param("sphere", 100, marks=slow),
     ],
 )
 def test_cmaes_needs_at_most_1_5x_pycma_median_evaluations(problem, dim):
@@ -151,6 +153,42 @@ def test_cmaes_default_parameters_equal_pycmas():
             (p.c_c, es.sp.cc),
         ]:
             assert ours == pytest.approx(theirs, rel=1e-12)
+
+
+@pytest.mark.parametrize("dim,popsize", [(10, None), (100, None), (500, 20), (1000, 20)])
+def test_cmaes_eigen_interval_is_pycmas_lazy_update_gap(dim, popsize):
+    """pycma decomposes C once lazy_update_gap = 1 / ((c_1 + c_mu) n 10) tells have passed."""
+    opts = {"verbose": -9, "seed": 1} | ({} if popsize is None else {"popsize": popsize})
+    es = cma.CMAEvolutionStrategy(np.ones(dim), 1.0, opts)
+    interval = CMAESParams.default(dim, popsize).eigen_interval
+    assert interval == max(1, math.ceil(es.sm.lazy_update_gap))
+    if dim >= 100:
+        assert interval > 1
+
+
+def test_lazy_cmaes_decomposes_every_interval_and_keeps_b_d_in_between():
+    opt = make_optimizer("cmaes", dim=12, eigen_interval=3)
+    state = opt.init(jax.random.PRNGKey(5), jnp.ones(12))
+    state6 = run_generations(opt, state, rosenbrock, 6)
+    assert int(state6.eigen_generation) == 6
+    # B, D are the decomposition of the C of generation 6 ...
+    rebuilt = (state6.B * state6.D**2) @ state6.B.T
+    scale = float(state6.D.max()) ** 2
+    np.testing.assert_allclose(rebuilt, state6.C, rtol=1e-4, atol=1e-5 * scale)
+    # ... and stay so for two more tells while C moves on; the third decomposes again
+    state8 = run_generations(opt, state6, rosenbrock, 2)
+    assert int(state8.eigen_generation) == 6
+    assert_same_tree((state8.B, state8.D), (state6.B, state6.D))
+    assert not np.array_equal(np.asarray(state8.C), np.asarray(state6.C))
+    state9 = run_generations(opt, state8, rosenbrock, 1)
+    assert int(state9.eigen_generation) == 9
+    assert not np.array_equal(np.asarray(state9.B), np.asarray(state6.B))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_eigen_interval_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="eigen_interval"):
+        make_optimizer("cmaes", dim=4, eigen_interval=bad)
 
 
 @pytest.mark.parametrize("problem,budget", [("sphere", 8_000), ("ellipsoid", 20_000)])
@@ -237,7 +275,9 @@ def test_different_seeds_ask_different_candidates(name):
 
 
 @pytest.mark.parametrize(
-    "name,kw", [("cmaes", {}), ("sepcmaes", {}), ("zo", {"optimizer": "adam"})]
+    "name,kw",
+    [("cmaes", {}), ("cmaes", {"eigen_interval": 3}), ("sepcmaes", {}),
+     ("zo", {"optimizer": "adam"})],
 )
 def test_save_restore_continues_exactly_like_an_uninterrupted_run(tmp_path, name, kw):
     opt = make_optimizer(name, dim=12, **kw)

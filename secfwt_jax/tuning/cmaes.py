@@ -5,6 +5,12 @@ algorithm summary in Appendix A, eqs. (38)-(47), and the default parameters of T
 eqs. (48)-(58), including the negative ("active") recombination weights of eqs. (50)-(53).
 Equation numbers in comments refer to that text.
 
+B and D are updated lazily, as pycma does and the tutorial recommends (App. B.2, strategy
+internal numerical effort: amortised O(n^2) per generation): C is updated in every tell, but
+decomposed only every ``eigen_interval`` generations (see :meth:`CMAESParams.default`); in
+between, ask samples and tell whitens with the last B and D. The generation of the last
+decomposition is part of the state, so a checkpoint resumes exactly.
+
 Numerics are float32. Two safeguards make the covariance update robust without float64:
 the covariance matrix is symmetrised before each eigendecomposition, and eigenvalues are
 clipped from below at ``eig_floor`` times the largest one (float32 noise can drive the
@@ -55,6 +61,7 @@ class CMAESParams:
     sigma0: float
     eig_floor: float = 1e-14
     separable: bool = False
+    eigen_interval: int = 1
 
     @classmethod
     def default(
@@ -65,6 +72,7 @@ class CMAESParams:
         active: bool = True,
         separable: bool = False,
         eig_floor: float = 1e-14,
+        eigen_interval: int | None = None,
     ) -> CMAESParams:
         """Default strategy parameters for dimension ``dim`` (tutorial Table 1).
 
@@ -73,6 +81,12 @@ class CMAESParams:
         ``c_cov^sep = min(1, (n + 2) / 3 * c_cov)``), which is sound because a diagonal C has
         ``n`` instead of ``n^2 / 2`` free parameters. ``active=False`` zeroes the negative
         weights (the pre-2016 CMA-ES).
+
+        ``eigen_interval`` (generations between eigendecompositions of C; full CMA-ES only):
+        ``None`` takes pycma's rule (``GaussFullSampler.update_now`` with ``lazy_update_gap =
+        1 / ((c_1 + c_mu) n 10)``: decompose once ``gap`` tells have passed), i.e.
+        ``max(1, ceil(gap))``; the tutorial's Sec. B.2 states the same gap rounded down,
+        ``max(1, floor(gap))``. ``1`` decomposes in every tell (this class's former behaviour).
         """
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
@@ -116,6 +130,10 @@ class CMAESParams:
             w / sum_pos if w >= 0 else w * neg_scale for w in w_raw
         )
         chi_n = math.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n * n))  # E||N(0,I)||, App. A
+        if eigen_interval is None:  # pycma's lazy_update_gap (its default updatecovwait=None)
+            eigen_interval = max(1, math.ceil(1 / ((c_1 + c_mu + 1e-23) * n * 10)))
+        if int(eigen_interval) != eigen_interval or eigen_interval < 1:
+            raise ValueError(f"eigen_interval must be an int >= 1 or None, got {eigen_interval!r}")
         return cls(
             dim=dim,
             popsize=lam,
@@ -132,6 +150,7 @@ class CMAESParams:
             sigma0=float(sigma0),
             eig_floor=eig_floor,
             separable=separable,
+            eigen_interval=int(eigen_interval),
         )
 
 
@@ -141,8 +160,10 @@ class CMAESState:
 
     key (2,) uint32; mean (d,); sigma (); C (d, d) covariance; B (d, d) its eigenvectors
     (columns); D (d,) square roots of its eigenvalues, so C = B diag(D^2) B^T; p_sigma (d,)
-    and p_c (d,) evolution paths; generation () int32 (completed tells); best_x (d,),
-    best_f () the best point evaluated so far.
+    and p_c (d,) evolution paths; generation () int32 (completed tells); eigen_generation ()
+    int32, the generation at which B and D were last computed from C (the lazy-update
+    counter); best_x (d,), best_f () the best point evaluated so far. Between
+    decompositions C moves on while B and D stay those of the C of ``eigen_generation``.
     """
 
     key: jax.Array
@@ -154,6 +175,7 @@ class CMAESState:
     p_sigma: jax.Array
     p_c: jax.Array
     generation: jax.Array
+    eigen_generation: jax.Array
     best_x: jax.Array
     best_f: jax.Array
 
@@ -166,12 +188,16 @@ def eigen(C: jax.Array, eig_floor: float) -> tuple[jax.Array, jax.Array, jax.Arr
     the stored matrix stays positive definite.
     """
     C = 0.5 * (C + C.T)
-    d2, B = jnp.linalg.eigh(C)
+    d2, B = jnp.linalg.eigh(C, symmetrize_input=False)  # symmetrised just above
     floor = eig_floor * jnp.max(d2)
     clipped = jnp.any(d2 < floor)
     d2 = jnp.maximum(d2, floor)
-    rebuilt = mm(B * d2, B.T)
-    C = jnp.where(clipped, 0.5 * (rebuilt + rebuilt.T), C)
+
+    def rebuild(C):  # O(n^3): only when an eigenvalue was clipped
+        rebuilt = mm(B * d2, B.T)
+        return 0.5 * (rebuilt + rebuilt.T)
+
+    C = jax.lax.cond(clipped, rebuild, lambda C: C, C)
     return C, B, jnp.sqrt(d2)
 
 
@@ -211,6 +237,7 @@ class CMAES:
             p_sigma=jnp.zeros((d,), jnp.float32),
             p_c=jnp.zeros((d,), jnp.float32),
             generation=jnp.zeros((), jnp.int32),
+            eigen_generation=jnp.zeros((), jnp.int32),
             best_x=x0,
             best_f=jnp.asarray(jnp.inf, jnp.float32),
         )
@@ -244,14 +271,15 @@ class CMAES:
         y_w = mm(w[: p.mu], y[: p.mu])
         mean = state.mean + p.c_m * state.sigma * y_w  # eq. (42)
 
-        # C^{-1/2} = B D^{-1} B^T applied to a batch of row vectors
-        def c_inv_sqrt(v):
-            return mm(mm(v, state.B) / state.D, state.B.T)
+        # C^{-1/2} = B D^{-1} B^T. One O(lambda n^2) product serves both uses below: the rows
+        # of y B D^{-1} are (B^T C^{-1/2} y_k)^T, and B is orthogonal, so their norms are the
+        # Mahalanobis norms of eq. (46), and <y>_w B D^{-1} = w . (y B D^{-1}) (eq. (43)).
+        ybd = mm(y, state.B) / state.D  # (popsize, n)
 
         # eq. (43): p_sigma <- (1 - c_s) p_sigma + sqrt(c_s (2 - c_s) mu_eff) C^{-1/2} <y>_w
         p_sigma = (1 - p.c_sigma) * state.p_sigma + math.sqrt(
             p.c_sigma * (2 - p.c_sigma) * p.mu_eff
-        ) * c_inv_sqrt(y_w)
+        ) * mm(mm(w[: p.mu], ybd[: p.mu]), state.B.T)
         norm_ps = jnp.linalg.norm(p_sigma)
         # eq. (44): sigma <- sigma exp(c_s / d_s (||p_sigma|| / E||N(0,I)|| - 1))
         sigma = state.sigma * jnp.exp((p.c_sigma / p.d_sigma) * (norm_ps / p.chi_n - 1))
@@ -268,7 +296,7 @@ class CMAES:
         ) * y_w
 
         # eq. (46): w_i^o = w_i * (1 if w_i >= 0 else n / ||C^{-1/2} y_{i:lambda}||^2)
-        mahal2 = jnp.sum(c_inv_sqrt(y) ** 2, axis=1)
+        mahal2 = jnp.sum(ybd**2, axis=1)  # ||C^{-1/2} y_{i:lambda}||^2
         w_o = w * jnp.where(w >= 0, 1.0, n / jnp.maximum(mahal2, 1e-30))
         # delta(h_sigma) = (1 - h_sigma) c_c (2 - c_c) <= 1  (App. A, below eq. (47))
         delta_h = (1 - h_sigma) * p.c_c * (2 - p.c_c)
@@ -279,7 +307,17 @@ class CMAES:
             + p.c_1 * jnp.outer(p_c, p_c)
             + p.c_mu * mm(y.T * w_o, y)
         )
-        C, B, D = eigen(C, p.eig_floor)  # every generation: evaluations dominate the cost
+        # Lazy B, D (tutorial Sec. B.2; pycma's update_now): the O(n^3) eigendecomposition
+        # runs once eigen_interval tells have passed since the last one; lax.cond executes
+        # only the taken branch (under vmap it becomes a select and computes both).
+        due = g + 1 - state.eigen_generation >= p.eigen_interval
+        C, B, D = jax.lax.cond(
+            due,
+            lambda C: eigen(C, p.eig_floor),
+            lambda C: (C, state.B, state.D),
+            C,
+        )
+        eigen_generation = jnp.where(due, g + 1, state.eigen_generation)
 
         best_x, best_f = update_best(state.best_x, state.best_f, z, fitness)
         return state.replace(
@@ -291,6 +329,7 @@ class CMAES:
             p_sigma=p_sigma,
             p_c=p_c,
             generation=g + 1,
+            eigen_generation=eigen_generation,
             best_x=best_x,
             best_f=best_f,
         )

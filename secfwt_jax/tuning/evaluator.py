@@ -26,6 +26,7 @@ from ..model import (
     verbalizer_fn,
     vocab_rows_fn,
 )
+from .public_mask import with_public_mask
 
 LOSSES = ("ce", "hinge", "hinge_max")
 # Black-Box Tuning's hinge margin (metrics.py: `self.margin = 2`).
@@ -99,12 +100,19 @@ class ExampleSet:
 
 
 class PromptEvaluator:
-    """Evaluates candidate soft prompts on shared examples through a backend."""
+    """Evaluates candidate soft prompts on shared examples through a backend.
+
+    public_mask: False (default) shares the attention mask, so the examples' lengths stay
+    secret; True reveals the lengths to the servers (PUMA's setting) and folds the mask into
+    the programs as a public constant, which saves the secret x secret mask products
+    (tuning/public_mask.py; results/public_mask/ measures the saving).
+    """
 
     def __init__(
         self, backend, config: ModelConfig, params_handle, label_word_ids, *,
         prompt_len: int, prompt_mode: str = "cat_pre_ln", loss: str = "ce", reveal: str = "logits",
         trig_seed: int | None = None, vocab_bucket: int = VOCAB_BUCKET,
+        public_mask: bool = False,
     ):
         if reveal not in REVEALS:
             raise ValueError(f"unknown reveal {reveal!r}; accepted: {', '.join(REVEALS)}")
@@ -135,6 +143,10 @@ class PromptEvaluator:
             return candidate_losses(logits, jnp.argmax(labels_onehot, -1), loss)
 
         self._losses = backend.compile(losses)
+        # public_mask=True (lengths revealed, as in PUMA; see tuning/public_mask.py): the mask
+        # stays plaintext and is folded into one compiled program per distinct mask
+        self.public_mask, self._raw = bool(public_mask), {"logits": verbalize, "loss": losses}
+        self._public_fns: dict = {}
         self._concat = None
         self.costs: list = []  # one CallCost per backend call, in order
 
@@ -182,7 +194,8 @@ class PromptEvaluator:
             embeds = self._secure_embeds(ids, pos)
             put = self.backend.put
             return ExampleSet(
-                embeds, put(mask, owner="data"), put(mask_onehot, owner="data"),
+                embeds, mask if self.public_mask else put(mask, owner="data"),
+                put(mask_onehot, owner="data"),
                 put(labels_onehot, owner="data"), labels, len(labels), width,
             )
         embeds, cost = self._embed(self.params, ids, pos)
@@ -254,13 +267,21 @@ class PromptEvaluator:
         return call_trig_masks(self.backend, self.config, len(prompts) * examples.size, seq_len,
                                rng=self._trig_rng)
 
+    def _call(self, kind: str, examples: ExampleSet, *rest):
+        """Run the "logits" or "loss" program; with a public mask, its per-mask program."""
+        if not (self.public_mask and self.secure):
+            fn = self._logits if kind == "logits" else self._losses
+            return fn(self.params, examples.embeds, examples.mask, examples.mask_onehot, *rest)
+        key = (kind, examples.mask.shape, examples.mask.tobytes())
+        if key not in self._public_fns:
+            self._public_fns[key] = self.backend.compile(
+                with_public_mask(self._raw[kind], examples.mask))
+        return self._public_fns[key](self.params, examples.embeds, examples.mask_onehot, *rest)
+
     def logits(self, examples: ExampleSet, prompts) -> np.ndarray:
         """(P, B, C) label-word logits revealed to the data owner. prompts (P, L, H)."""
         prompts = np.asarray(prompts, np.float32)
-        out, cost = self._logits(
-            self.params, examples.embeds, examples.mask, examples.mask_onehot, prompts,
-            *self._trig_masks(examples, prompts),
-        )
+        out, cost = self._call("logits", examples, prompts, *self._trig_masks(examples, prompts))
         self._account(cost)
         return np.asarray(out)
 
@@ -272,10 +293,8 @@ class PromptEvaluator:
         """
         if self.reveal == "loss":
             prompts = np.asarray(prompts, np.float32)
-            out, cost = self._losses(
-                self.params, examples.embeds, examples.mask, examples.mask_onehot, prompts,
-                examples.labels_onehot, *self._trig_masks(examples, prompts),
-            )
+            out, cost = self._call("loss", examples, prompts, examples.labels_onehot,
+                                   *self._trig_masks(examples, prompts))
             self._account(cost)
             return np.asarray(out), None
         logits = self.logits(examples, prompts)

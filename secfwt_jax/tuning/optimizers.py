@@ -23,8 +23,8 @@ def make_optimizer(
     ``4 + floor(3 ln dim)`` (rounded up to even for ``zo``). sigma0: the search scale: the
     initial step size of (sep-)CMA-ES, the perturbation scale ``mu`` of ZO; ``None`` gives
     ``DEFAULT_SIGMA0[name]``. Other keywords go to the optimizer's parameters
-    (``cmaes``/``sepcmaes``: ``active``, ``eig_floor``; ``zo``: ``optimizer``,
-    ``learning_rate``, ``momentum``, ``direction``).
+    (``cmaes``/``sepcmaes``: ``active``, ``eig_floor``; ``cmaes``: ``eigen_interval``;
+    ``zo``: ``optimizer``, ``learning_rate``, ``momentum``, ``direction``).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; accepted: {', '.join(OPTIMIZERS)}")

@@ -1,0 +1,348 @@
+"""Our jitted CMA-ES against pycma: wall time per generation (ask + tell) and search quality.
+
+Speed: at each dimension d (default 500 and 1000; popsize 20, sphere from x0 = 1, sigma0 = 1)
+both optimizers run blocks of ``--generations`` generations, interleaved in one process (ours,
+pycma, pycma, ours, ... alternating which goes first) so that the load of other jobs on a shared
+machine falls on both alike. A block's time is the sum of its ask and tell times only: the
+objective is evaluated outside the timers, and ours is compiled before the first block (the
+compile time is reported on its own). ``--generations`` should be a multiple of both lazy
+eigendecomposition intervals (ours: ``CMAESParams.eigen_interval``; pycma: its
+``lazy_update_gap`` rounded up, the same rule), so that every block holds the same number of
+O(n^3) decompositions. Reported: per-generation time = block time / generations, median over
+``--repeats`` blocks, and the median of the paired ratios pycma / ours; plus where the time
+goes (ours: ask, a tell without and with an eigendecomposition; pycma: ask, tell, and the asks
+that decompose, since pycma decomposes in ask).
+
+Quality: evaluations to reach f < 1e-8 on the sphere at d in ``--quality-dims`` (default 100 and
+200, where the lazy interval is 2 and 3), ``--seeds`` seeds each, for ours with the lazy default,
+ours decomposing in every tell (``eigen_interval=1``, the former behaviour) and pycma (float64,
+its defaults, default popsize).
+
+From the repository root (CPU; a few minutes):
+    python experiments/bench_optimizer.py
+    python experiments/bench_optimizer.py --threads 1     # both sides on one thread
+Writes results/optimizer/bench_optimizer[_threads<N>].json and .md (setting, command, load).
+``--threads N`` sets OPENBLAS/OMP/MKL_NUM_THREADS (pycma's numpy and the LAPACK behind our eigh)
+and XLA's CPU intra-op threads before numpy and jax are imported: on a machine oversubscribed by
+other jobs, spinning BLAS threads distort both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+
+
+def _threads_from_argv(argv) -> int | None:
+    """--threads N, read before numpy/jax are imported (they read the settings at import)."""
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return None
+
+
+THREADS = _threads_from_argv(sys.argv[1:])
+if THREADS is not None:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(THREADS)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                               f"{'true' if THREADS > 1 else 'false'} "
+                               f"intra_op_parallelism_threads={THREADS}").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import cma  # noqa: E402
+
+from secfwt_jax.tuning import make_optimizer  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--dims", type=int, nargs="+", default=[500, 1000])
+    p.add_argument("--popsize", type=int, default=20)
+    p.add_argument("--generations", type=int, default=30, help="generations per timed block")
+    p.add_argument("--repeats", type=int, default=7, help="timed blocks per optimizer and d")
+    p.add_argument("--quality-dims", type=int, nargs="*", default=[100, 200])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS and XLA CPU threads for both sides (default: the libraries')")
+    p.add_argument("--out", default="results/optimizer")
+    return p.parse_args(argv)
+
+
+def sphere_np(x: np.ndarray) -> float:
+    return float(np.dot(x, x))
+
+
+class Ours:
+    """Our CMA-ES driven exactly as tuning/loop.py drives it: jax.jit(ask), jax.jit(tell)."""
+
+    def __init__(self, d: int, popsize: int):
+        self.opt = make_optimizer("cmaes", dim=d, popsize=popsize, sigma0=1.0)
+        self.state = self.opt.init(jax.random.PRNGKey(0), jnp.ones(d))
+        t0 = time.perf_counter()
+        self.ask = jax.jit(self.opt.ask).lower(self.state).compile()
+        z, s = self.ask(self.state)
+        f_shape = jax.ShapeDtypeStruct((popsize,), jnp.float32)
+        self.tell = jax.jit(self.opt.tell).lower(s, z, f_shape).compile()
+        self.compile_s = time.perf_counter() - t0
+        self.f = jax.jit(lambda z: jnp.sum(z * z, axis=1))
+
+    def block(self, generations: int) -> dict:
+        ask_t, tell_plain, tell_eigen = [], [], []
+        s = self.state
+        for _ in range(generations):
+            t0 = time.perf_counter()
+            z, s = self.ask(s)
+            jax.block_until_ready((z, s))
+            t1 = time.perf_counter()
+            f = jax.block_until_ready(self.f(z))  # objective: outside the timers
+            t2 = time.perf_counter()
+            before = int(s.eigen_generation)
+            s = jax.block_until_ready(self.tell(s, z, f))
+            t3 = time.perf_counter()
+            ask_t.append(t1 - t0)
+            (tell_eigen if int(s.eigen_generation) != before else tell_plain).append(t3 - t2)
+        self.state = s
+        return {"total_s": sum(ask_t) + sum(tell_plain) + sum(tell_eigen), "ask": ask_t,
+                "tell_plain": tell_plain, "tell_eigen": tell_eigen}
+
+
+class Pycma:
+    def __init__(self, d: int, popsize: int):
+        self.es = cma.CMAEvolutionStrategy(
+            np.ones(d), 1.0, {"verbose": -9, "seed": 1, "popsize": popsize}
+        )
+
+    def block(self, generations: int) -> dict:
+        ask_plain, ask_eigen, tell_t = [], [], []
+        es = self.es
+        for _ in range(generations):
+            before = es.sm.last_update
+            t0 = time.perf_counter()
+            X = es.ask()
+            t1 = time.perf_counter()
+            F = [sphere_np(x) for x in X]  # objective: outside the timers
+            t2 = time.perf_counter()
+            es.tell(X, F)
+            t3 = time.perf_counter()
+            (ask_eigen if es.sm.last_update != before else ask_plain).append(t1 - t0)
+            tell_t.append(t3 - t2)
+        return {"total_s": sum(ask_plain) + sum(ask_eigen) + sum(tell_t), "ask_plain": ask_plain,
+                "ask_eigen": ask_eigen, "tell": tell_t}
+
+
+def med_ms(xs):
+    return round(1e3 * float(np.median(xs)), 3) if xs else None
+
+
+def speed(d: int, args) -> dict:
+    ours, ref = Ours(d, args.popsize), Pycma(d, args.popsize)
+    gap = ref.es.sm.lazy_update_gap
+    ours.block(args.generations), ref.block(args.generations)  # warm-up, untimed
+    blocks = {"ours": [], "pycma": []}
+    for r in range(args.repeats):
+        pair = [("ours", ours), ("pycma", ref)]
+        for name, o in pair if r % 2 == 0 else pair[::-1]:
+            blocks[name].append(o.block(args.generations))
+    per_gen = {k: [b["total_s"] / args.generations for b in v] for k, v in blocks.items()}
+    ratios = [p / o for p, o in zip(per_gen["pycma"], per_gen["ours"])]
+
+    def cat(name, key):
+        return [t for b in blocks[name] for t in b[key]]
+
+    def composed(plain, eig, rest, every):
+        """Per-call medians composed: plain call + extra of a decomposing call / interval."""
+        p_med = float(np.median(plain)) if plain else float(np.median(eig))
+        e_med = float(np.median(eig)) if eig else p_med
+        return 1e3 * (float(np.median(rest)) + p_med + (e_med - p_med) / every)
+
+    ours_c = composed(cat("ours", "tell_plain"), cat("ours", "tell_eigen"), cat("ours", "ask"),
+                      ours.opt.params.eigen_interval)
+    ref_c = composed(cat("pycma", "ask_plain"), cat("pycma", "ask_eigen"), cat("pycma", "tell"),
+                     max(1, math.ceil(gap)))
+    return {
+        "dim": d,
+        "popsize": args.popsize,
+        "eigen_interval_ours": ours.opt.params.eigen_interval,
+        "lazy_update_gap_pycma": gap,
+        "ours_compile_s": round(ours.compile_s, 3),
+        "ours_ms_per_generation": [round(1e3 * t, 3) for t in per_gen["ours"]],
+        "pycma_ms_per_generation": [round(1e3 * t, 3) for t in per_gen["pycma"]],
+        "ours_median_ms": med_ms(per_gen["ours"]),
+        "pycma_median_ms": med_ms(per_gen["pycma"]),
+        "speedup_paired_median": round(float(np.median(ratios)), 3),
+        "speedup_paired": [round(x, 3) for x in ratios],
+        # robust to load spikes: medians of single calls, eigh calls weighted by 1 / interval
+        "ours_composed_ms": round(ours_c, 3),
+        "pycma_composed_ms": round(ref_c, 3),
+        "speedup_composed": round(ref_c / ours_c, 3),
+        "breakdown_median_ms": {
+            "ours_ask": med_ms(cat("ours", "ask")),
+            "ours_tell_without_eigh": med_ms(cat("ours", "tell_plain")),
+            "ours_tell_with_eigh": med_ms(cat("ours", "tell_eigen")),
+            "ours_eigh_tells": len(cat("ours", "tell_eigen")),
+            "pycma_ask_without_eigh": med_ms(cat("pycma", "ask_plain")),
+            "pycma_ask_with_eigh": med_ms(cat("pycma", "ask_eigen")),
+            "pycma_eigh_asks": len(cat("pycma", "ask_eigen")),
+            "pycma_tell": med_ms(cat("pycma", "tell")),
+        },
+    }
+
+
+def ours_evals(d: int, seeds: int, max_generations: int, **kw) -> np.ndarray:
+    """Evaluations each seed needs to reach sphere < 1e-8 (inf past max_generations)."""
+    opt = make_optimizer("cmaes", dim=d, sigma0=1.0, **kw)
+
+    def run(key):
+        def cond(c):
+            return ~c[1] & (c[0].generation < max_generations)
+
+        def body(c):
+            z, s = opt.ask(c[0])
+            s = opt.tell(s, z, jnp.sum(z * z, axis=1))
+            return s, s.best_f < 1e-8
+
+        s, done = jax.lax.while_loop(cond, body, (opt.init(key, jnp.ones(d)), jnp.array(False)))
+        return s.generation, done
+
+    # seeds one after another (not vmapped), so lax.cond skips the eigendecompositions
+    out = []
+    for k in jax.random.split(jax.random.PRNGKey(0), seeds):
+        g, done = jax.jit(run)(k)
+        out.append(float(g) * opt.popsize if bool(done) else math.inf)
+    return np.asarray(out), opt.params.eigen_interval
+
+
+def pycma_evals(d: int, seeds: int) -> np.ndarray:
+    out = []
+    for seed in range(1, seeds + 1):
+        es = cma.CMAEvolutionStrategy(np.ones(d), 1.0, {"verbose": -9, "seed": seed})
+        evals, best = 0, math.inf
+        while best >= 1e-8 and not es.stop():
+            X = es.ask()
+            F = [sphere_np(x) for x in X]
+            es.tell(X, F)
+            evals += len(X)
+            best = min(best, min(F))
+        out.append(evals if best < 1e-8 else math.inf)
+    return np.asarray(out, np.float64)
+
+
+def quality(d: int, seeds: int) -> dict:
+    ref = pycma_evals(d, seeds)
+    cap = math.ceil(3 * np.median(ref) / make_optimizer("cmaes", dim=d).popsize)
+    lazy, interval = ours_evals(d, seeds, cap)
+    every, _ = ours_evals(d, seeds, cap, eigen_interval=1)
+    return {
+        "dim": d, "problem": "sphere, x0 = 1, sigma0 = 1, target f < 1e-8", "seeds": seeds,
+        "eigen_interval_lazy": interval,
+        "pycma_evals": ref.tolist(), "ours_lazy_evals": lazy.tolist(),
+        "ours_every_generation_evals": every.tolist(),
+        "median": {"pycma": float(np.median(ref)), "ours_lazy": float(np.median(lazy)),
+                   "ours_every_generation": float(np.median(every))},
+    }
+
+
+def markdown(rec: dict) -> str:
+    lines = [
+        "# CMA-ES per-generation time: ours (jitted, float32, lazy B/D) vs pycma",
+        "",
+        f"Command: `{rec['command']}`",
+        "",
+        f"Setting: {rec['setting']['note']} CPU cores: {rec['setting']['cpu_count']}; load "
+        f"average at start {rec['setting']['loadavg_start']}, at end "
+        f"{rec['setting']['loadavg_end']}; threads: {rec['setting']['threads']}; jax "
+        f"{rec['setting']['jax']}, cma "
+        f"{rec['setting']['cma']}, numpy {rec['setting']['numpy']}.",
+        "",
+        "| d | lambda | ours ms/gen | pycma ms/gen | pycma / ours (paired median) | ours compile s "
+        "| eigh every (ours / pycma gap) | composed: ours / pycma ms, ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in rec["speed"]:
+        lines.append(
+            f"| {s['dim']} | {s['popsize']} | {s['ours_median_ms']} | {s['pycma_median_ms']} | "
+            f"{s['speedup_paired_median']}x | {s['ours_compile_s']} | {s['eigen_interval_ours']}"
+            f" / {s['lazy_update_gap_pycma']:.2f} | {s['ours_composed_ms']} / "
+            f"{s['pycma_composed_ms']}, {s['speedup_composed']}x |"
+        )
+    lines += ["", "ms/gen: a block's ask + tell time / its generations, median over blocks; "
+              "the paired ratio is the median of per-repeat ratios (adjacent blocks). Composed: "
+              "median single calls, a decomposing call weighted by 1 / interval (robust to load "
+              "spikes that hit a whole block).", "",
+              "Where the time goes (median ms per call):", "",
+              "| d | ours ask | ours tell | ours tell with eigh | pycma ask | pycma ask with "
+              "eigh | pycma tell |", "|---|---|---|---|---|---|---|"]
+    for s in rec["speed"]:
+        b = s["breakdown_median_ms"]
+        lines.append(
+            f"| {s['dim']} | {b['ours_ask']} | {b['ours_tell_without_eigh']} | "
+            f"{b['ours_tell_with_eigh']} | {b['pycma_ask_without_eigh']} | "
+            f"{b['pycma_ask_with_eigh']} | {b['pycma_tell']} |"
+        )
+    if rec["quality"]:
+        lines += ["", "Search quality: evaluations to sphere < 1e-8 (median over seeds):", "",
+                  "| d | eigh every (lazy) | ours lazy | ours every generation | pycma |",
+                  "|---|---|---|---|---|"]
+        for q in rec["quality"]:
+            m = q["median"]
+            lines.append(f"| {q['dim']} | {q['eigen_interval_lazy']} | {m['ours_lazy']} | "
+                         f"{m['ours_every_generation']} | {m['pycma']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    load0 = os.getloadavg()
+    speed_rows, qual = [], []
+    for d in args.dims:
+        speed_rows.append(speed(d, args))
+        print(json.dumps({k: v for k, v in speed_rows[-1].items() if "paired" in k
+                          or "median" in k}), flush=True)
+    for d in args.quality_dims:
+        qual.append(quality(d, args.seeds))
+        print(json.dumps(qual[-1]["median"]), flush=True)
+    rec = {
+        "command": " ".join(
+            ["python experiments/bench_optimizer.py", shlex.join(sys.argv[1:] if argv is None
+                                                                else argv)]).strip(),
+        "setting": {
+            "note": "CPU, measured while other jobs shared the machine (five helpers' tests and "
+            "benchmarks); the ratio is meaningful because both sides ran interleaved in one "
+            "process, absolute times are not quiet-machine times.",
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_start": [round(x, 2) for x in load0],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "jax": jax.__version__, "cma": cma.__version__, "numpy": np.__version__,
+            "generations_per_block": args.generations, "repeats": args.repeats,
+            "objective": "sphere, evaluated outside the timers",
+            "threads": args.threads or "library defaults",
+        },
+        "speed": speed_rows,
+        "quality": qual,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    tag = "bench_optimizer" + ("" if args.threads is None else f"_threads{args.threads}")
+    with open(os.path.join(args.out, tag + ".json"), "w") as fh:
+        json.dump(rec, fh, indent=1)
+    with open(os.path.join(args.out, tag + ".md"), "w") as fh:
+        fh.write(markdown(rec))
+    print(markdown(rec))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""experiments/bench_simulation.py's tuning case: the whole plaintext loop runs the budget (not an
+extrapolation), on a tiny model and budget, without importing spu."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
+
+import bench_simulation  # noqa: E402
+
+ARGS = ["--model", "tiny", "--cases", "tuning", "--budget", "20", "--popsize", "4",
+        "--intrinsic-dim", "6", "--prompt-len", "3", "--seq", "10", "--batch", "6", "--dev", "4",
+        "--eval-every", "2", "--generations", "1", "--loop-generations", "1",
+        "--fxp-generations", "1"]
+
+
+def test_tuning_case_runs_the_whole_budget_end_to_end(tmp_path):
+    out = bench_simulation.run(bench_simulation.parse_args([*ARGS, "--out", str(tmp_path)]))
+    e = out["end_to_end"]
+    assert out["results"] == []  # only the tuning case was asked for
+    assert (e["generations"], e["queries"], e["extrapolated"]) == (5, 20, False)
+    assert e["dev_checks"] == 3  # generations 2, 4 and the last one
+    assert 0 < e["loop_s"] <= e["run_s"] <= e["total_s"]
+    assert e["generation_s_median"] > 0 and e["queries_per_s"] > 0
+    assert "spu" not in sys.modules
+    (json_file,) = tmp_path.glob("bench_tiny_*.json")
+    assert json.loads(json_file.read_text())["end_to_end"]["queries"] == 20
+    md = next(tmp_path.glob("bench_tiny_*.md")).read_text()
+    assert "End-to-end tuning run (plaintext, not extrapolated)" in md
+
+
+def test_unknown_case_is_rejected_with_the_accepted_ones(capsys):
+    with pytest.raises(SystemExit):
+        bench_simulation.parse_args(["--cases", "tuning,bogus"])
+    err = capsys.readouterr().err
+    assert "'bogus'" in err and "tuning" in err
