@@ -16,7 +16,7 @@ Cases, each a row of the output table:
   tuning                the whole plaintext tuning loop, end to end and not extrapolated:
                         secfwt_jax.tuning.loop.Tuner on the plaintext backend runs the full
                         budget (ask, projection z -> prompts, one evaluator call, tell, per
-                        generation; a dev check every --eval-every generations; the final
+                        generation; BBT's dev check every --eval-every calls; the final
                         train evaluation) on random examples with random labels (timing only:
                         the loss is real, the task is not)
 
@@ -82,8 +82,8 @@ def parse_args(argv=None):
     p.add_argument("--optimizer", default="cmaes", help="tuning case: TuningConfig.optimizer")
     p.add_argument("--intrinsic-dim", type=int, default=500, help="tuning case: d")
     p.add_argument("--dev", type=int, default=32, help="tuning case: dev examples")
-    p.add_argument("--eval-every", type=int, default=50,
-                   help="tuning case: generations between dev checks (0: none)")
+    p.add_argument("--eval-every", type=int, default=100,
+                   help="tuning case: calls between BBT's dev checks (BBT: 100; 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join("results", "simulation"))
     args = p.parse_args(argv)
@@ -315,13 +315,13 @@ def run(args) -> dict:
     return dict(setting=info, results=rows, end_to_end=end_to_end)
 
 
-def random_examples(cfg: ModelConfig, n: int, seq: int, rng):
-    """n random `<s> t.. <mask> </s> <pad>..` examples (planted.random_batch) with random binary
-    labels, as a Batch."""
+def random_examples(cfg: ModelConfig, n: int, seq: int, rng, placeholders: int = 0):
+    """n random `<s> [placeholders] t.. <mask> </s> <pad>..` examples (planted.random_batch)
+    with random binary labels, as a Batch."""
     from secfwt_jax.tasks.encode import Batch
     from secfwt_jax.tasks.planted import random_batch
 
-    ids = random_batch(cfg, n, seq, rng)
+    ids = random_batch(cfg, n, seq, rng, placeholders=placeholders)
     return Batch(
         input_ids=ids, attention_mask=(ids != cfg.pad_token_id).astype(np.int32),
         mask_onehot=(ids == cfg.mask_token_id).astype(np.float32),
@@ -338,8 +338,9 @@ def run_tuning(args, cfg: ModelConfig, params, label_words) -> dict:
     from secfwt_jax.tuning.loop import Tuner, TuningConfig
 
     rng = np.random.default_rng(args.seed + 1)
-    train = random_examples(cfg, args.batch, args.seq, rng)
-    dev = random_examples(cfg, args.dev, args.seq, rng) if args.dev else None
+    # BBT's pipeline (TuningConfig's defaults): prompt_len placeholder tokens after <s>
+    train = random_examples(cfg, args.batch, args.seq, rng, args.prompt_len)
+    dev = random_examples(cfg, args.dev, args.seq, rng, args.prompt_len) if args.dev else None
     tcfg = TuningConfig(
         optimizer=args.optimizer, popsize=args.popsize, intrinsic_dim=args.intrinsic_dim,
         prompt_len=args.prompt_len, budget=args.budget, eval_every=args.eval_every,
@@ -453,8 +454,8 @@ def markdown(info: dict, rows: list, end_to_end: dict | None = None) -> str:
             "Timed: secfwt_jax.tuning.loop.Tuner on the plaintext backend (setup: projection, "
             "optimizer, evaluator; run: sharing the examples, the zero-prompt train evaluation, "
             f"every generation's ask, projection, evaluator call and tell, {e['dev_examples']} "
-            "dev examples checked every eval_every generations and at the end, the final train "
-            "evaluation; compile times included, generation 1 holds the optimizer's). Random "
+            "dev examples: BBT's check of the candidate of every eval_every-th call, the final "
+            "train evaluation; compile times included, generation 1 holds the optimizer's). Random "
             f"examples and labels (a timing run): final loss {e['final_loss']:.4f}, train "
             f"accuracy {e['train_acc']:.3f}.",
         ]

@@ -13,7 +13,7 @@ import bench_simulation  # noqa: E402
 
 ARGS = ["--model", "tiny", "--cases", "tuning", "--budget", "20", "--popsize", "4",
         "--intrinsic-dim", "6", "--prompt-len", "3", "--seq", "10", "--batch", "6", "--dev", "4",
-        "--eval-every", "2", "--generations", "1", "--loop-generations", "1",
+        "--eval-every", "8", "--generations", "1", "--loop-generations", "1",
         "--fxp-generations", "1"]
 
 
@@ -22,7 +22,7 @@ def test_tuning_case_runs_the_whole_budget_end_to_end(tmp_path):
     e = out["end_to_end"]
     assert out["results"] == []  # only the tuning case was asked for
     assert (e["generations"], e["queries"], e["extrapolated"]) == (5, 20, False)
-    assert e["dev_checks"] == 3  # generations 2, 4 and the last one
+    assert e["dev_checks"] == 2  # BBT's rule: calls 8 and 16, in generations 2 and 4
     assert 0 < e["loop_s"] <= e["run_s"] <= e["total_s"]
     assert e["generation_s_median"] > 0 and e["queries_per_s"] > 0
     assert "spu" not in sys.modules
