@@ -123,7 +123,7 @@ def functions_for(config, words, backend, cfg):
 
     n_seq, seq_len = int(cfg.prompts) * int(cfg.batch), int(cfg.seq_len)
     secure = verbalizer_fn(config, words, reveal=model_reveal_fn(backend, config))
-    masks = call_trig_masks(backend, config, n_seq, seq_len, rng=int(cfg.seed))
+    masks = call_trig_masks(backend, config, n_seq, seq_len)  # from os.urandom
     plain_masks = call_trig_masks(make_backend("plaintext"), config, n_seq, seq_len)
     return secure, masks, verbalizer_fn(config, words), plain_masks
 

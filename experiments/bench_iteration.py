@@ -211,7 +211,7 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
             prompts = (0.1 * rng.standard_normal((p, prompt_len, config.hidden_size))).astype(
                 np.float32)
             # the data owner's fresh masks of this call (shared like any input)
-            extra = call_trig_masks(be, config, p * int(cfg.batch), int(cfg.seq_len), rng=rng)
+            extra = call_trig_masks(be, config, p * int(cfg.batch), int(cfg.seq_len))
             fn.precompile(weights, embeds, mask, mask_onehot, prompts, *extra)
             _, cost = fn(weights, embeds, mask, mask_onehot, prompts, *extra)
             out.append(("query" if p == 1 else "generation", p, cost))

@@ -112,7 +112,7 @@ class Tuner:
         self.evaluator = PromptEvaluator(
             backend, model_config, self.params_handle, label_word_ids,
             prompt_len=cfg.prompt_len, prompt_mode=cfg.prompt_mode, loss=cfg.loss,
-            reveal=cfg.reveal, trig_seed=cfg.seed + 7919, vocab_bucket=cfg.vocab_bucket,
+            reveal=cfg.reveal, vocab_bucket=cfg.vocab_bucket,
         )
 
     # -- helpers --------------------------------------------------------------------------
