@@ -10,7 +10,7 @@ Commands: set (name, share) pairs; load an executable; run it; get / delete vari
 A heartbeat thread stamps a shared double every HEARTBEAT_S seconds so the controller can tell
 a party that stopped answering from one that is busy computing.
 
-Only this module and spu_backend.py import spu.
+Only the backend's spu_* modules import spu.
 """
 
 from __future__ import annotations
