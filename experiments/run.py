@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from secfwt_jax import ModelConfig, init_params, load_pretrained  # noqa: E402
 from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E402
+from secfwt_jax.principals import DataOwner, ModelOwner  # noqa: E402
 from secfwt_jax.tasks import planted as planted_task  # noqa: E402
-from secfwt_jax.tuning.loop import Tuner, TuningConfig, tuning_projection  # noqa: E402
+from secfwt_jax.tuning.loop import TuningConfig, tuning_projection  # noqa: E402
 
 
 def model_from_config(cfg: DictConfig, tokenizer=None):
@@ -135,10 +136,14 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     )
     with backend:
         config, params, words, train, dev, test, metric_fn, main = load_task_data(cfg, tcfg)
-        tuner = Tuner(
-            tcfg, backend, config, params, words, metric_fn=metric_fn, main_metric=main,
-            run_dir=run_dir, progress=bool(cfg.progress),
-        )
+        # the principals (README "Threat model"): the data owner gets a Handle and the
+        # declared disclosure, never the weight arrays
+        model_owner = ModelOwner(config, params)
+        tuner = DataOwner(
+            tcfg, backend, config, model_owner.share_into(backend), model_owner.disclosure(),
+            words, metric_fn=metric_fn, main_metric=main, run_dir=run_dir,
+            progress=bool(cfg.progress),
+        ).tuner
         result = tuner.run(train, dev, test, resume=bool(cfg.resume))
         costs = tuner.evaluator.costs
     total = sum_costs(costs)

@@ -76,3 +76,29 @@ def test_this_spu_build_has_no_multiparty_dealer_for_semi2k():
     cfg.beaver_type = libspu.RuntimeConfig.BeaverType.MultiParty
     with pytest.raises(PartyError, match="unsupported beaver type 2"):
         SimParties(2, cfg, 5.0)
+
+
+@pytest.mark.slow
+def test_run_py_semi2k_needs_the_dealer_named_and_records_it(tmp_path):
+    """experiments/run.py protocol=semi2k: refused without protocol.dealer; with
+    trusted_first_party the summary names the dealer (tiny budget: one generation)."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+
+    def run(*overrides):
+        cmd = [sys.executable, str(root / "experiments" / "run.py"), "protocol=semi2k",
+               "progress=false", "eval_every=0", *overrides]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=900)
+
+    out = run(f"hydra.run.dir={tmp_path / 'none'}", "budget=6")
+    assert out.returncode != 0 and "semi2k needs a dealer" in out.stdout + out.stderr
+    out = run(f"hydra.run.dir={tmp_path / 'tfp'}", "budget=6",
+              "protocol.dealer=trusted_first_party")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "InsecureDealerWarning" in out.stderr
+    summary = json.loads((tmp_path / "tfp" / "summary.json").read_text())
+    assert summary["protocol"] == "semi2k" and summary["dealer"] == "trusted_first_party"
