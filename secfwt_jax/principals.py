@@ -11,9 +11,11 @@ explicit (README "Threat model"):
   Handle and learns about them only what the ModelDisclosure says; from the parties it receives
   only the declared outputs of its calls (logits (P, B, C), or losses (P,) with reveal="loss").
 
-These are roles of one process (sim and mp modes alike): the separation is of interfaces, which
-tests check (tests/test_principals.py); running the owners as separate processes is not built.
-On the plaintext backends a Handle holds the values themselves: no secrecy there.
+In sim mode (and with ModelOwner in mp mode) these are roles of one process: the separation is
+of interfaces, which tests check (tests/test_principals.py). In mp mode `share_from_own_process`
+runs the model owner as its own OS process: the data owner's process never loads or receives a
+weight array, only the Handle's names and shapes and the ModelDisclosure. On the plaintext
+backends a Handle holds the values themselves: no secrecy there.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class ModelOwner:
 
     def disclosure(self) -> ModelDisclosure:
         """The declared disclosure (README "Threat model")."""
-        return ModelDisclosure(embedding_std=embedding_std(self._params["word_embeddings"]))
+        return publish(self._params)
 
     def share_into(self, backend) -> Handle:
         """Secret-share the weights into `backend`'s parties once; returns the Handle that
@@ -52,6 +54,19 @@ class ModelOwner:
         handle = backend.put(self._params, owner="model")
         self.shared_into.append(repr(backend))
         return handle
+
+
+def publish(params) -> ModelDisclosure:
+    """The model owner's declared disclosure of a params pytree."""
+    return ModelDisclosure(embedding_std=embedding_std(params["word_embeddings"]))
+
+
+def share_from_own_process(backend, loader, *loader_args) -> tuple[Handle, ModelDisclosure]:
+    """mp mode: the model owner as a separate OS process runs loader(*loader_args) (a
+    module-level function returning params, e.g. secfwt_jax.init_params or
+    secfwt_jax.load_pretrained), sends each party only its shares and publishes `publish`'s
+    disclosure. This process receives (Handle, ModelDisclosure) and no weight array."""
+    return backend.put_from_owner_process(loader, loader_args, disclose=publish)
 
 
 class DataOwner:

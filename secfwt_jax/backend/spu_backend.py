@@ -61,6 +61,10 @@ def _safe_name(f) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name) or "fn"
 
 
+def _disclose_nothing(params):
+    return None
+
+
 class SpuBackend:
     """SPU backend; construct through `make_backend`. API: see secfwt_jax.backend."""
 
@@ -112,6 +116,41 @@ class SpuBackend:
         names, nbytes = self._share(flat.data)
         count_put(self.counters, owner, len(names), nbytes)
         return Handle(self.uid, flat.abstract, owner, names=names)
+
+    def put_from_owner_process(self, loader, loader_args=(), disclose=None):
+        """mp mode: share weights that this process never holds. A separate model-owner process
+        (spu_owner.model_owner_main) runs loader(*loader_args), sends party r only its shares,
+        and returns to this process only the variable names, the shapes and
+        disclose(params) (a declared disclosure; None: nothing). loader and disclose must be
+        picklable (module-level functions). Returns (Handle, disclosure)."""
+        self._check_usable()
+        if self.mode != "mp":
+            raise ValueError(f"put_from_owner_process needs mode='mp', not {self.mode!r}")
+        if not self.parties.owner_send_ends:
+            raise ValueError("the model owner's pipes are used once per backend; make a new one")
+        import multiprocessing
+
+        from .spu_owner import model_owner_main
+
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        prefix = f"m{next(self._names)}_"
+        proc = ctx.Process(
+            target=model_owner_main, name="model-owner", daemon=True,
+            args=(loader, tuple(loader_args), disclose or _disclose_nothing,
+                  self.config.SerializeToString(), self.n_parties, prefix,
+                  self.parties.owner_send_ends, child),
+        )
+        proc.start()
+        child.close()
+        names, abstract, disclosure, nbytes = self._guard(
+            lambda: self.parties.adopt_from_owner(proc, parent, "model owner's put"))
+        parent.close()
+        abstract = jax.tree_util.tree_map(
+            lambda t: jax.ShapeDtypeStruct(t[1], np.dtype(t[2])), abstract,
+            is_leaf=lambda t: isinstance(t, tuple) and len(t) == 3 and t[0] == "shape")
+        count_put(self.counters, "model", len(names), nbytes)
+        return Handle(self.uid, abstract, "model", names=names), disclosure
 
     def compile(self, f) -> CompiledFunction:
         """Wrap a pure JAX function; it is compiled on first call for each input signature."""

@@ -194,10 +194,14 @@ class ProcParties:
         self.log_dir = tempfile.mkdtemp(prefix="secfwt-spu-mp-")
         ctx = multiprocessing.get_context("spawn")
         self.procs, self.conns, self.stamps = [], [], []
+        # one one-way pipe per party from a separate model-owner process (adopt_from_owner):
+        # party r reads its weight shares there; this process keeps only the unused send ends
+        self.owner_send_ends = []
         self.closed = False
         config_bytes = config.SerializeToString()
         for r in range(n):
             parent, child = ctx.Pipe()
+            owner_recv, owner_send = ctx.Pipe(duplex=False)
             stamp = ctx.Value("d", 0.0, lock=False)  # 0: not started (start_timeout_s applies)
             cfg = libspu.RuntimeConfig()
             cfg.ParseFromString(config_bytes)
@@ -206,10 +210,12 @@ class ProcParties:
                 target=party_main, name=f"spu-party-{r}", daemon=True,
                 args=(r, self.addresses, cfg.SerializeToString(),
                       os.path.join(self.log_dir, f"party{r}.log"), child, stamp, os.getpid(),
-                      int(self.link_timeout_s * 1000), self.start_timeout_s),
+                      int(self.link_timeout_s * 1000), self.start_timeout_s, owner_recv),
             )
             proc.start()
             child.close()
+            owner_recv.close()
+            self.owner_send_ends.append(owner_send)
             self.procs.append(proc)
             self.conns.append(parent)
             self.stamps.append(stamp)
@@ -323,6 +329,30 @@ class ProcParties:
 
     def delete(self, names) -> None:
         self._request([("delete", list(names))] * self.n, "delete")
+
+    def adopt_from_owner(self, owner_proc, owner_conn, what: str):
+        """Have every party read its shares from the model-owner process `owner_proc` (spawned
+        with owner_send_ends) and set them; returns the owner's reply payload. A failure of the
+        owner or a party raises PartyError and ends every process."""
+        for end in self.owner_send_ends:
+            end.close()  # the owner process has its copies; this process never writes
+        self.owner_send_ends = []
+        send_errors = self._send_all([("adopt", self.start_timeout_s)] * self.n, what)
+        deadline = time.time() + self.start_timeout_s
+        while not owner_conn.poll(0.2):
+            if not owner_proc.is_alive() and not owner_conn.poll(0.1):
+                self._fail(f"the model owner (pid {owner_proc.pid}) died during {what}: "
+                           f"{_exit_cause(owner_proc.exitcode)}")
+            if time.time() > deadline:
+                owner_proc.kill()
+                self._fail(f"the model owner did not finish {what} within "
+                           f"{self.start_timeout_s:.0f} s")
+        status, payload = owner_conn.recv()
+        owner_proc.join(5.0)
+        if status == "error":
+            self._fail(f"the model owner raised during {what}:\n{payload}")
+        self._collect(range(self.n), what, send_errors)
+        return payload
 
     def close(self, force: bool = False) -> None:
         if self.closed:

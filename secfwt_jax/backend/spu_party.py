@@ -6,7 +6,8 @@ started with the 'spawn' method) over SPU's brpc links, and talks to it through 
 
     controller -> party: (command, payload)            party -> controller: ("ok", result)
                                                                              or ("error", text)
-Commands: set (name, share) pairs; load an executable; run it; get / delete variables; stop.
+Commands: set (name, share) pairs; load an executable; run it; get / delete variables; adopt
+(read (name, share) pairs from a separate model-owner process's pipe, spu_owner.py); stop.
 A heartbeat thread stamps a shared double every HEARTBEAT_S seconds so the controller can tell
 a party that stopped answering from one that is busy computing.
 
@@ -113,7 +114,7 @@ def _read_profile(path: str, offset: int, wait_s: float = 5.0) -> tuple[str, int
 
 def party_main(
     rank: int, addresses: list[str], config_bytes: bytes, log_path: str, conn, stamp,
-    parent_pid: int, recv_timeout_ms: int, connect_timeout_s: float,
+    parent_pid: int, recv_timeout_ms: int, connect_timeout_s: float, owner_conn=None,
 ) -> None:
     """Entry point of a party process (mp mode). Never returns normally before 'stop'."""
     stop = threading.Event()
@@ -156,6 +157,10 @@ def party_main(
                 os.truncate(log_path, 0)  # the logger appends (O_APPEND): keep the file small
             elif cmd == "get":
                 result = [share_to_parts(s) for s in party.get(payload)]
+            elif cmd == "adopt":  # this party's weight shares, from the model-owner process
+                if not owner_conn.poll(payload):
+                    raise TimeoutError(f"no shares from the model owner within {payload} s")
+                result = party.set([(n, share_from_parts(m, c)) for n, m, c in owner_conn.recv()])
             elif cmd == "delete":
                 party.delete(payload)
                 result = None
