@@ -1,9 +1,12 @@
 """The secure backend: one JAX function run under SPU (ABY3, SEMI2K, Cheetah, REF2K).
 
-Roles (docs/backend.md): the controller in this process plays the model owner (it splits the
-weights into shares once, in `put`) and the data owner (it splits each call's inputs into
-shares, and reconstructs the revealed outputs). The parties only ever hold shares. Every input
-is VIS_SECRET.
+Roles (docs/backend.md, secfwt_jax/principals.py): `put` is the model owner's act (it splits
+the weights into shares once); calls are the data owner's (it splits each call's inputs into
+shares and reconstructs the revealed outputs). In mp mode `put_from_owner_process` runs the
+model owner as its own process, so this process never holds the weights. The parties only ever
+hold shares. Every input is VIS_SECRET. SEMI2K needs a named `dealer` (spu_config.py).
+
+Party hosting (threads or processes, faults, log capture) is in spu_hosts.py.
 
 Modes
 - "sim": the parties are threads of this process over SPU's in-memory links.
