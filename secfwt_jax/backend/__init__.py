@@ -47,7 +47,7 @@ def make_backend(
     protocol: str = "plaintext", mode: str = "sim", field: str = "FM64",
     fraction_bits: int | None = 18, timeout_s: float = 60.0, addresses: list[str] | None = None,
     runtime_options: dict | None = None, compiler_options: dict | None = None,
-    dealer: str | None = None,
+    dealer: str | None = None, tls: dict | None = None,
 ):
     """A backend by name.
 
@@ -60,7 +60,9 @@ def make_backend(
     runtime_options / compiler_options: extra SPU RuntimeConfig / CompilerOptions attributes.
     dealer: SEMI2K's Beaver-triple source, required for semi2k and None for every other
     protocol (check_dealer; only "trusted_first_party", insecure against party 0, exists in this
-    SPU build). Unknown names raise ValueError listing the accepted ones.
+    SPU build). tls: mp mode only, {"cert", "key", "ca"} PEM paths (experiments/make_certs.sh):
+    the parties' brpc links use TLS and verify each other against the CA. Unknown names raise
+    ValueError listing the accepted ones.
     """
     _check("protocol", protocol, PROTOCOLS)
     _check("mode", mode, MODES)
@@ -83,7 +85,7 @@ def make_backend(
     return SpuBackend(
         protocol, mode=mode, field=field, fraction_bits=fraction_bits, timeout_s=timeout_s,
         addresses=addresses, runtime_options=runtime_options, compiler_options=compiler_options,
-        dealer=dealer,
+        dealer=dealer, tls=tls,
     )
 
 

@@ -64,6 +64,23 @@ def _safe_name(f) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name) or "fn"
 
 
+def check_tls(tls: dict | None) -> dict | None:
+    """tls: None (plain TCP links) or {"cert", "key", "ca"} paths of PEM files (made by
+    experiments/make_certs.sh); raises ValueError naming a missing key or file."""
+    if tls is None:
+        return None
+    import os
+
+    keys = ("cert", "key", "ca")
+    if not isinstance(tls, dict) or set(tls) != set(keys):
+        got = sorted(tls) if isinstance(tls, dict) else type(tls).__name__
+        raise ValueError(f"tls must be a dict with keys {keys}, got {got}")
+    for k in keys:
+        if not os.path.isfile(tls[k]):
+            raise ValueError(f"tls[{k!r}] = {tls[k]!r} is not a file")
+    return {k: os.path.abspath(tls[k]) for k in keys}
+
+
 def _disclose_nothing(params):
     return None
 
@@ -75,7 +92,7 @@ class SpuBackend:
         self, protocol: str, mode: str = "sim", field: str = "FM64", fraction_bits: int = 18,
         timeout_s: float = 60.0, addresses: list[str] | None = None,
         runtime_options: dict | None = None, compiler_options: dict | None = None,
-        dealer: str | None = None,
+        dealer: str | None = None, tls: dict | None = None,
     ):
         self.name = protocol
         self.mode = mode
@@ -98,11 +115,13 @@ class SpuBackend:
         self.closed = False
         self.broken: str | None = None
         if mode == "sim":
-            if addresses is not None:
-                raise ValueError("addresses are for mode='mp'; sim mode uses in-memory links")
+            if addresses is not None or tls is not None:
+                raise ValueError("addresses and tls are for mode='mp'; sim mode uses in-memory "
+                                 "links")
             self.parties = SimParties(self.n_parties, self.config, self.timeout_s)
         else:
-            self.parties = ProcParties(self.n_parties, self.config, self.timeout_s, addresses)
+            self.parties = ProcParties(self.n_parties, self.config, self.timeout_s, addresses,
+                                       check_tls(tls))
 
     # -- public API -----------------------------------------------------------------------
 

@@ -180,7 +180,8 @@ class ProcParties:
 
     mode = "mp"
 
-    def __init__(self, n: int, config, timeout_s: float, addresses: list[str] | None = None):
+    def __init__(self, n: int, config, timeout_s: float, addresses: list[str] | None = None,
+                 tls: dict | None = None):
         if addresses is None:
             addresses = [f"127.0.0.1:{_free_port()}" for _ in range(n)]
         if len(addresses) != n:
@@ -210,7 +211,7 @@ class ProcParties:
                 target=party_main, name=f"spu-party-{r}", daemon=True,
                 args=(r, self.addresses, cfg.SerializeToString(),
                       os.path.join(self.log_dir, f"party{r}.log"), child, stamp, os.getpid(),
-                      int(self.link_timeout_s * 1000), self.start_timeout_s, owner_recv),
+                      int(self.link_timeout_s * 1000), self.start_timeout_s, owner_recv, tls),
             )
             proc.start()
             child.close()

@@ -115,6 +115,7 @@ def _read_profile(path: str, offset: int, wait_s: float = 5.0) -> tuple[str, int
 def party_main(
     rank: int, addresses: list[str], config_bytes: bytes, log_path: str, conn, stamp,
     parent_pid: int, recv_timeout_ms: int, connect_timeout_s: float, owner_conn=None,
+    tls: dict | None = None,
 ) -> None:
     """Entry point of a party process (mp mode). Never returns normally before 'stop'."""
     stop = threading.Event()
@@ -133,6 +134,13 @@ def party_main(
         desc.connect_retry_times = max(1, int(connect_timeout_s / 0.2))
         for r, addr in enumerate(addresses):
             desc.add_party(f"party{r}", addr)
+        if tls:  # brpc TLS both ways; a peer must present a certificate signed by tls["ca"]
+            desc.enable_ssl = True
+            for opts in (desc.server_ssl_opts, desc.client_ssl_opts):
+                opts.cert.certificate_path = tls["cert"]
+                opts.cert.private_key_path = tls["key"]
+                opts.verify.ca_file_path = tls["ca"]
+                opts.verify.verify_depth = 1
         lctx = libspu.link.create_brpc(desc, rank)
         party = PartyRuntime(rank, lctx, config)
         conn.send(("ok", os.getpid()))
