@@ -132,7 +132,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     p = cfg.protocol
     backend = make_backend(  # first: bad protocol settings fail before any work
         p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s,
-        dealer=p.get("dealer"),
+        dealer=p.get("dealer"), tls=OmegaConf.to_container(p.tls) if p.get("tls") else None,
     )
     with backend:
         config, params, words, train, dev, test, metric_fn, main = load_task_data(cfg, tcfg)
@@ -150,7 +150,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     networks = {name: estimate_time(total, name).to_dict() for name in ("lan", "wan100", "wan200")}
     summary = dict(
         task=cfg.task.name, protocol=p.name, field=p.field, mode=p.mode, model=cfg.model.name,
-        **({"dealer": p.dealer} if p.get("dealer") else {}),
+        **({"dealer": p.dealer} if p.get("dealer") else {}), tls_links=bool(p.get("tls")),
         method=cfg.method.name, attention=config.attention, activation=config.activation,
         rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
         embedding_lookups=tuner.evaluator.lookups, optimizer=tcfg.optimizer,

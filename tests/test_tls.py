@@ -46,3 +46,19 @@ def test_tls_links_compute_and_refuse_an_unknown_ca(tmp_path):
     with pytest.raises(BackendError, match="did not finish start"):
         make_backend("aby3", mode="mp", timeout_s=5, tls=wrong)
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("spu-party")]
+
+
+@pytest.mark.slow
+def test_run_py_takes_tls_certificates_in_mp_mode(tmp_path):
+    import json
+    import sys
+
+    tls = certs(tmp_path / "c")
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "protocol=aby3",
+           "protocol.mode=mp", f"protocol.tls={{cert:{tls['cert']},key:{tls['key']},"
+           f"ca:{tls['ca']}}}", "budget=6", "eval_every=0", "progress=false",
+           f"hydra.run.dir={tmp_path / 'run'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tls_links"] is True and summary["generations"] == 1
