@@ -21,15 +21,20 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from secfwt_jax import ModelConfig, init_params  # noqa: E402
-from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E402
+from secfwt_jax.backend import (  # noqa: E402
+    estimate_time,
+    make_backend,
+    protocol_label,
+    sum_costs,
+)
 from secfwt_jax.tasks.encode import Batch  # noqa: E402
 from secfwt_jax.tasks.planted import random_batch  # noqa: E402
 from secfwt_jax.tuning.evaluator import PromptEvaluator  # noqa: E402
 
 
-def measure(protocol, cfg, params, batch, prompts, words):
+def measure(protocol, cfg, params, batch, prompts, words, dealer=None):
     """{'batched': CallCost, 'separate': summed CallCost} for one generation."""
-    with make_backend(protocol, timeout_s=600) as be:
+    with make_backend(protocol, timeout_s=600, dealer=dealer) as be:
         ev = PromptEvaluator(be, cfg, be.put(params, owner="model"), words,
                              prompt_len=prompts.shape[1])
         examples = ev.share_examples(batch)
@@ -62,6 +67,8 @@ def main(argv=None):
     ap.add_argument("--seq-len", type=int, default=12)
     ap.add_argument("--prompt-len", type=int, default=4)
     ap.add_argument("--out", default="results/batching")
+    ap.add_argument("--dealer", default=None, help="semi2k's dealer (required with semi2k): "
+                    "trusted_first_party, insecure against party 0")
     args = ap.parse_args(argv)
 
     cfg = ModelConfig.preset(args.model, initializer_range=0.3 if args.model == "tiny" else 0.02,
@@ -83,9 +90,11 @@ def main(argv=None):
     )
     records = []
     for protocol in args.protocols:
-        batched, separate, diff = measure(protocol, cfg, params, batch, prompts, [5, 6])
+        dealer = args.dealer if protocol == "semi2k" else None
+        batched, separate, diff = measure(protocol, cfg, params, batch, prompts, [5, 6], dealer)
         b, s = row(batched), row(separate)
-        records.append(dict(protocol=protocol, batched=b, separate=s, max_abs_diff=diff,
+        records.append(dict(protocol=protocol, **({"dealer": dealer} if dealer else {}),
+                            batched=b, separate=s, max_abs_diff=diff,
                             ratio={k: s[k] / b[k] for k in ("wall_s", "bytes_total",
                                                              "send_actions", "lan_s", "wan100_s")}))
         print(json.dumps(records[-1]), flush=True)
@@ -107,13 +116,15 @@ def main(argv=None):
         for name, label in (("batched", "1 call, 20 candidates"), ("separate", "20 calls")):
             c = r[name]
             lines.append(
-                f"| {r['protocol']} | {label.replace('20', str(args.popsize))} | {c['wall_s']:.1f}"
+                f"| {protocol_label(r['protocol'], r.get('dealer'))} | "
+                f"{label.replace('20', str(args.popsize))} | {c['wall_s']:.1f}"
                 f" | {c['bytes_total']:,} | {c['send_actions']:,} | {c['lan_s']:.1f} | "
                 f"{c['wan100_s']:.1f} |"
             )
         q = r["ratio"]
         lines.append(
-            f"| {r['protocol']} | separate / batched | {q['wall_s']:.2f}x | "
+            f"| {protocol_label(r['protocol'], r.get('dealer'))} | separate / batched | "
+            f"{q['wall_s']:.2f}x | "
             f"{q['bytes_total']:.2f}x | {q['send_actions']:.1f}x | {q['lan_s']:.2f}x | "
             f"{q['wan100_s']:.2f}x |"
         )

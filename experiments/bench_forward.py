@@ -128,7 +128,7 @@ def functions_for(config, words, backend, cfg):
 
     n_seq, seq_len = int(cfg.prompts) * int(cfg.batch), int(cfg.seq_len)
     secure = verbalizer_fn(config, words, reveal=model_reveal_fn(backend, config))
-    masks = call_trig_masks(backend, config, n_seq, seq_len, rng=int(cfg.seed))
+    masks = call_trig_masks(backend, config, n_seq, seq_len)  # from os.urandom
     plain_masks = call_trig_masks(make_backend("plaintext"), config, n_seq, seq_len)
     return secure, masks, verbalizer_fn(config, words), plain_masks
 
@@ -145,7 +145,7 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
     """All records; `on_record(records)` after each one (so a crash keeps what was measured)."""
     import jax
 
-    from secfwt_jax.backend import PROTOCOLS, make_backend
+    from secfwt_jax.backend import PROTOCOLS, check_dealer, make_backend
 
     bad = [p for p in cfg.protocols if p not in PROTOCOLS or p == "plaintext"]
     if bad:
@@ -155,6 +155,8 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
               "the inputs and may leave the fixed-point range (docs/masked_trig.md); each secure "
               f"output is checked against plaintext (max_abs_err_limit {cfg.max_abs_err_limit})",
               file=sys.stderr, flush=True)
+    dealers = {p: check_dealer(p, cfg.get("dealer") if p == "semi2k" else None)
+               for p in cfg.protocols}  # before any work
     prepared = []
     for variant in variants(cfg):
         config, params, weights = model_for(cfg, variant)
@@ -164,7 +166,7 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
     for protocol in cfg.protocols:
         with make_backend(
             protocol, mode=cfg.mode, field=cfg.field, fraction_bits=cfg.fraction_bits,
-            timeout_s=float(cfg.timeout_s),
+            timeout_s=float(cfg.timeout_s), dealer=dealers[protocol],
         ) as be:
             put_params, handle, put_s = None, None, None
             for i, (variant, config, params, weights, words, inputs) in enumerate(prepared):
@@ -230,6 +232,8 @@ def summary_line(r: dict) -> str:
 
 
 def markdown(records: list[dict]) -> str:
+    from secfwt_jax.backend.common import protocol_label
+
     mb = 1e6
     head = (
         "| protocol | attention | activation | rfa trig | wall s | MB sent per party | "
@@ -239,7 +243,8 @@ def markdown(records: list[dict]) -> str:
     for r in records:
         m, n, s = r["measured"], r["modelled"]["networks"], r["setting"]
         lines.append(
-            f"| {r['protocol']} | {s['attention']} | {s['activation']} | {s['rfa_trig']} | "
+            f"| {protocol_label(r['protocol'], s.get('dealer'))} | {s['attention']} | "
+            f"{s['activation']} | {s['rfa_trig']} | "
             f"{m['wall_s']:.3g} | {' / '.join(f'{b / mb:.3g}' for b in m['bytes_sent'])} | "
             f"{m['bytes_total'] / mb:.4g} | {' / '.join(map(str, m['send_actions']))} | "
             f"{n['lan']['total_s']:.3g} | {n['wan100']['total_s']:.3g} | "

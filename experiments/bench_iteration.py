@@ -211,7 +211,7 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
             prompts = (0.1 * rng.standard_normal((p, prompt_len, config.hidden_size))).astype(
                 np.float32)
             # the data owner's fresh masks of this call (shared like any input)
-            extra = call_trig_masks(be, config, p * int(cfg.batch), int(cfg.seq_len), rng=rng)
+            extra = call_trig_masks(be, config, p * int(cfg.batch), int(cfg.seq_len))
             fn.precompile(weights, embeds, mask, mask_onehot, prompts, *extra)
             _, cost = fn(weights, embeds, mask, mask_onehot, prompts, *extra)
             out.append(("query" if p == 1 else "generation", p, cost))
@@ -308,6 +308,7 @@ def base_record(cfg, protocol, method, unit, population, config_layers) -> dict:
         prompt_len=0 if method.startswith("sft") else int(cfg.prompt_len), unit=unit,
         definition=DEFINITIONS[key], field=cfg.field, mode=cfg.mode,
         weights=f"random: init_params(seed={cfg.seed})", command=command_line(),
+        **({"dealer": cfg.get("dealer")} if protocol == "semi2k" else {}),
     )
 
 
@@ -446,7 +447,8 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
     for protocol in cfg.protocols:
         def backend(protocol=protocol):
             return make_backend(protocol, mode=cfg.mode, field=cfg.field,
-                                fraction_bits=cfg.fraction_bits, timeout_s=float(cfg.timeout_s))
+                                fraction_bits=cfg.fraction_bits, timeout_s=float(cfg.timeout_s),
+                                dealer=cfg.get("dealer") if protocol == "semi2k" else None)
 
         for method in cfg.methods:
             if method == "sft_update":
@@ -486,13 +488,16 @@ def summary_line(r: dict) -> str:
 
 
 def markdown(records: list[dict]) -> str:
+    from secfwt_jax.backend.common import protocol_label
+
     head = ("| method | protocol | unit | seq | layers | P | kind | wall s | GB total | "
             "GB per party | send actions (max party) | LAN s | WAN100 s | WAN200 s |")
     lines = [head, "|" + "---|" * 14]
     for r in records:
         n = r["networks"]
         lines.append(
-            f"| {r['method']} | {r['protocol']} | {r['unit']} | {r['seq_len']} | {r['layers']} | "
+            f"| {r['method']} | {protocol_label(r['protocol'], r.get('dealer'))} | {r['unit']} | "
+            f"{r['seq_len']} | {r['layers']} | "
             f"{r['population']} | {r['kind']} | {r['wall_s']:.3g} | {r['bytes_total'] / 1e9:.4g} "
             f"| {' / '.join(f'{b / 1e9:.3g}' for b in r['bytes_sent'])} | "
             f"{max(r['send_actions'])} | {n['lan']['total_s']:.3g} | "

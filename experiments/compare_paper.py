@@ -80,7 +80,8 @@ def rows(records: list[dict]) -> list[dict]:
                        layers=r["layers"], model=r["model"], seq_len=r["seq_len"],
                        batch=r["batch"], population=r["population"], wall_s=r["wall_s"],
                        lan_s=lan, gb=gb, command=r["command"],
-                       composed_from_seq_lens=r.get("composed_from_seq_lens"))
+                       composed_from_seq_lens=r.get("composed_from_seq_lens"),
+                       **({"dealer": r["dealer"]} if r.get("dealer") else {}))
             for name, base in (("sft", sft), ("pt", pt)):
                 if base is not None:
                     row[f"time_x_vs_{name}"] = base["networks"]["lan"]["total_s"] / lan
@@ -147,6 +148,8 @@ def kind(row: dict) -> str:
 
 
 def markdown(table: list[dict]) -> str:
+    from secfwt_jax.backend.common import protocol_label
+
     lines = [
         "| protocol | method | unit | kind | LAN s (modelled) | wall s | GB | vs SFT: LAN time | "
         "vs SFT: wall | vs SFT: bytes | vs prompt tuning: LAN time / bytes | paper LAN s | "
@@ -158,7 +161,8 @@ def markdown(table: list[dict]) -> str:
                  f"{_x(r['paper_bytes_x_vs_sft'])}") if "paper_lan_s" in r else "- | - | -"
         unit = r["unit"] + (f" (P={r['population']})" if r["unit"] == "generation" else "")
         lines.append(
-            f"| {r['protocol']} | {r['method']} | {unit} | {kind(r)} | {r['lan_s']:.4g} | "
+            f"| {protocol_label(r['protocol'], r.get('dealer'))} | {r['method']} | {unit} | "
+            f"{kind(r)} | {r['lan_s']:.4g} | "
             f"{r['wall_s']:.4g} | {r['gb']:.4g} | {_x(r.get('time_x_vs_sft'))} | "
             f"{_x(r.get('wall_x_vs_sft'))} | {_x(r.get('bytes_x_vs_sft'))} | "
             f"{_x(r.get('time_x_vs_pt'))} / {_x(r.get('bytes_x_vs_pt'))} | {paper} |")

@@ -33,8 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from secfwt_jax import ModelConfig, init_params, load_pretrained  # noqa: E402
 from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E402
+from secfwt_jax.principals import DataOwner, ModelOwner  # noqa: E402
 from secfwt_jax.tasks import planted as planted_task  # noqa: E402
-from secfwt_jax.tuning.loop import Tuner, TuningConfig, tuning_projection  # noqa: E402
+from secfwt_jax.tuning.loop import TuningConfig, tuning_projection  # noqa: E402
 from secfwt_jax.tuning.records import (  # noqa: E402
     dir_sha256,
     file_sha256,
@@ -158,7 +159,7 @@ def validate(cfg: DictConfig, choices: dict | None = None) -> TuningConfig:
     """Check every setting before any work: unknown keys, integers and their ranges, names
     (protocol, field, mode, network, optimizer, loss, ...) and combinations that cannot run.
     Returns the TuningConfig."""
-    from secfwt_jax.backend import FIELDS, MODES, NETWORKS, PROTOCOLS
+    from secfwt_jax.backend import FIELDS, MODES, NETWORKS, PROTOCOLS, check_dealer
     from secfwt_jax.config import check_choice
 
     choices = choices or {g: cfg[g].name for g in GROUPS}
@@ -168,6 +169,7 @@ def validate(cfg: DictConfig, choices: dict | None = None) -> TuningConfig:
     check_choice("protocol", p.name, PROTOCOLS)
     check_choice("field", p.field, FIELDS)
     check_choice("protocol.mode", p.mode, MODES)
+    check_dealer(p.name, p.get("dealer"))
     check_choice("network", cfg.network.name, tuple(NETWORKS))
     check_int("protocol.fraction_bits", p.fraction_bits, 1, allow_none=True)
     check_number("protocol.timeout_s", p.timeout_s)
@@ -372,15 +374,20 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
     if range_warning(cfg):
         print(f"WARNING: {range_warning(cfg)}", file=sys.stderr, flush=True)
     backend = make_backend(  # first: bad protocol settings fail before any work
-        p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s
+        p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s,
+        dealer=p.get("dealer"), tls=OmegaConf.to_container(p.tls) if p.get("tls") else None,
     )
     with backend:
         config, params, words, train, dev, test, metric_fn, main, data_info = load_task_data(
             cfg, tcfg)
-        tuner = Tuner(
-            tcfg, backend, config, params, words, metric_fn=metric_fn, main_metric=main,
-            run_dir=run_dir, progress=bool(cfg.progress),
-        )
+        # the principals (README "Threat model"): the data owner gets a Handle and the
+        # declared disclosure, never the weight arrays
+        model_owner = ModelOwner(config, params)
+        tuner = DataOwner(
+            tcfg, backend, config, model_owner.share_into(backend), model_owner.disclosure(),
+            words, metric_fn=metric_fn, main_metric=main, run_dir=run_dir,
+            progress=bool(cfg.progress),
+        ).tuner
         result = tuner.run(train, dev, test, resume=bool(cfg.resume))
         costs = tuner.evaluator.costs
     summary = dict(command=command_line(), range_warning=range_warning(cfg),
@@ -410,6 +417,7 @@ def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict,
     networks = {name: estimate_time(total, name).to_dict() for name in ("lan", "wan100", "wan200")}
     summary = dict(
         task=cfg.task.name, protocol=p.name, field=p.field, mode=p.mode, model=cfg.model.name,
+        **({"dealer": p.dealer} if p.get("dealer") else {}), tls_links=bool(p.get("tls")),
         method=cfg.method.name, attention=config.attention, activation=config.activation,
         rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
         embedding_lookups=tuner.evaluator.lookups, optimizer=tcfg.optimizer,

@@ -4,9 +4,11 @@ The protocol (docs/masked_trig.md has the threat model and the leakage bound). A
 turns, x' = x / (2 pi), so that reducing "mod one period" is taking the fractional part, which
 is exact in fixed point (no rounded 2 pi constant is involved).
 
-- The dealer (the data owner) draws, for every opened element, a mask t' uniform on the
+- The dealer (the data owner) draws, for every opened element, a fresh mask t' uniform on the
   2^-f grid of [0, 2^k) (f: the fixed-point fraction bits of the MPC program, k: `mask_bits`)
-  and hands the servers secret shares of t', cos(2 pi t') and sin(2 pi t'). It never sees the
+  from the operating system's CSPRNG (os.urandom; never from the run seed, so masks differ
+  between calls, across a resume and between runs) and hands the servers secret shares of
+  t', cos(2 pi t') and sin(2 pi t'). It never sees the
   servers' opened values.
 - The servers open delta = x' + t' to each other (one round), take d = delta - floor(delta) in
   plaintext, and compute
@@ -29,6 +31,7 @@ secfwt_jax.backend.masked_trig for the SPU one.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
@@ -42,6 +45,27 @@ def num_limbs(mask_bits: int, fraction_bits: int) -> int:
     """Number of float32 limbs that carry a mask of `mask_bits` integer bits and
     `fraction_bits` fraction bits exactly (at least 1)."""
     return max(1, math.ceil((mask_bits + fraction_bits) / LIMB_BITS))
+
+
+def secret_uniform_bits(
+    shape: Sequence[int], bits: int, rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
+    """int64 array of `shape`, each element uniform on [0, 2^bits) (0 <= bits <= 62).
+
+    rng None (the default, and the only choice the library makes): bytes from os.urandom, the
+    operating system's cryptographically secure generator, independent of any seed. A
+    numpy Generator or int seed gives reproducible values; they are NOT secret, for tests and
+    numerical studies only.
+    """
+    shape = tuple(int(s) for s in shape)
+    if not 0 <= bits <= 62:
+        raise ValueError(f"bits must be in 0..62, got {bits}")
+    if rng is not None:
+        return np.random.default_rng(rng).integers(0, 2**bits, size=shape, dtype=np.int64)
+    n = math.prod(shape)
+    words = np.frombuffer(os.urandom(8 * n), dtype=np.uint64).reshape(shape)
+    # the low `bits` bits of a uniform 64-bit word are uniform on [0, 2^bits): no modulo bias
+    return (words & np.uint64(2**bits - 1)).astype(np.int64)
 
 
 def max_mask_bits(field_bits: int = 64, fraction_bits: int = 18) -> int:
@@ -80,6 +104,9 @@ def make_trig_masks(
 ) -> dict[str, np.ndarray]:
     """Fresh correlated randomness for `shape` opened elements, drawn by the data owner.
 
+    rng: None (default) draws from os.urandom (see `secret_uniform_bits`); a seed or Generator
+    makes the masks reproducible and therefore not secret (tests only).
+
     Returns {"t": (n_limbs, *shape) float32 limbs summing to t' (in the ring, exactly),
     "cos_t": shape float32 cos(2 pi t'), "sin_t": shape float32 sin(2 pi t')}. t' is uniform on
     the 2^-fraction_bits grid of [0, 2^mask_bits). `fraction_bits` must equal the MPC program's
@@ -95,13 +122,14 @@ def make_trig_masks(
             f"mask_bits must be in 0..{k_max} for a {field_bits}-bit ring with fraction_bits "
             f"{fraction_bits}, got {mask_bits}"
         )
-    rng = np.random.default_rng(rng)
+    if rng is not None:
+        rng = np.random.default_rng(rng)
     shape = tuple(int(s) for s in shape)
     total_bits = mask_bits + fraction_bits
     limbs = []
     for i in range(num_limbs(mask_bits, fraction_bits)):
         bits = min(LIMB_BITS, total_bits - LIMB_BITS * i)
-        limb = rng.integers(0, 2**bits, size=shape, dtype=np.int64)
+        limb = secret_uniform_bits(shape, bits, rng)
         limbs.append(np.ldexp(limb.astype(np.float64), LIMB_BITS * i - fraction_bits))
         if i == 0:  # the lowest limb holds the fraction bits, all that cos/sin depend on
             frac = np.ldexp((limb % 2**fraction_bits).astype(np.float64), -fraction_bits)

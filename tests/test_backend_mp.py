@@ -14,6 +14,9 @@ pytest.importorskip("spu")
 
 from secfwt_jax.backend import BackendError, make_backend  # noqa: E402
 
+TFP = "trusted_first_party"  # semi2k's only dealer in spu 0.9.5 (insecure against party 0)
+pytestmark = pytest.mark.filterwarnings("ignore::secfwt_jax.backend.InsecureDealerWarning")
+
 TIMEOUT_S = 8.0
 
 
@@ -50,9 +53,9 @@ def assert_no_party_left(pids):
 
 def test_mp_mode_matches_plaintext_and_sim_bytes(small_params):
     x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
-    with make_backend("semi2k", mode="sim") as sim:
+    with make_backend("semi2k", mode="sim", dealer=TFP) as sim:
         _, sim_cost = sim.compile(small_fn)(sim.put(small_params), x)
-    with make_backend("semi2k", mode="mp", timeout_s=TIMEOUT_S) as be:
+    with make_backend("semi2k", mode="mp", dealer=TFP, timeout_s=TIMEOUT_S) as be:
         pids = be.parties.party_pids
         assert len(pids) == 2 and all(_alive(p) for p in pids)
         h, fn = be.put(small_params), be.compile(small_fn)
@@ -89,7 +92,7 @@ def test_each_party_process_is_sent_only_its_own_share(small_params, monkeypatch
 
 def test_party_killed_mid_call_raises_within_timeout_and_leaves_no_process():
     x = np.random.default_rng(2).standard_normal((64, 64)).astype(np.float32)
-    be = make_backend("semi2k", mode="mp", timeout_s=TIMEOUT_S)
+    be = make_backend("semi2k", mode="mp", dealer=TFP, timeout_s=TIMEOUT_S)
     pids = be.parties.party_pids
     fn = be.compile(slow_fn)
     fn.precompile(x)  # so that the kill lands in the run, not in the compile
@@ -118,7 +121,7 @@ def test_party_killed_between_calls_raises_on_next_call(small_params):
 
 
 def test_party_that_stops_answering_raises_within_timeout(small_params):
-    be = make_backend("semi2k", mode="mp", timeout_s=3.0)
+    be = make_backend("semi2k", mode="mp", dealer=TFP, timeout_s=3.0)
     pids = be.parties.party_pids
     h, fn = be.put(small_params), be.compile(small_fn)
     os.kill(pids[0], signal.SIGSTOP)  # alive but frozen: no heartbeat, no reply

@@ -13,6 +13,11 @@ from secfwt_jax.backend import Handle, make_backend  # noqa: E402
 from secfwt_jax.config import ModelConfig  # noqa: E402
 from secfwt_jax.model import verbalizer_fn  # noqa: E402
 
+# semi2k's only dealer in spu 0.9.5 (insecure against party 0; asked for explicitly)
+TFP = "trusted_first_party"
+DEALER = {"semi2k": TFP}
+pytestmark = pytest.mark.filterwarnings("ignore::secfwt_jax.backend.InsecureDealerWarning")
+
 LABEL_WORDS = (5, 7)
 
 
@@ -31,7 +36,8 @@ def tiny_problem(attention, batch, seq, prompts, prompt_len):
 def test_secure_verbalizer_logits_match_plaintext(protocol, attention):
     f, params, args, ref = tiny_problem(attention, batch=2, seq=8, prompts=2, prompt_len=2)
     assert np.abs(ref).max() > 0.5
-    with make_backend(protocol, mode="sim", field="FM64", fraction_bits=18) as be:
+    with make_backend(protocol, mode="sim", field="FM64", fraction_bits=18,
+                      dealer=DEALER.get(protocol)) as be:
         out, cost = be.compile(f)(be.put(params), *args)
     assert out.shape == ref.shape == (2, 2, len(LABEL_WORDS))
     assert np.abs(out - ref).max() <= 1e-2
@@ -60,7 +66,7 @@ def small_params():
 
 def test_repeated_calls_compile_once_and_share_weights_once(small_params):
     rng = np.random.default_rng(2)
-    with make_backend("semi2k", mode="sim") as be:
+    with make_backend("semi2k", mode="sim", dealer=TFP) as be:
         h = be.put(small_params, owner="model")
         fn = be.compile(small_fn)
         for _ in range(3):
@@ -86,7 +92,7 @@ def test_kept_output_stays_secret_and_feeds_a_later_call(small_params):
 
 def test_handle_nested_inside_an_argument_tree(small_params):
     x = np.ones((3, 8), np.float32)
-    with make_backend("semi2k", mode="sim") as be:
+    with make_backend("semi2k", mode="sim", dealer=TFP) as be:
         h = be.put(small_params["w"])
         out, _ = be.compile(lambda p, x: x @ p["w"] + p["b"])({"w": h, "b": small_params["b"]}, x)
     np.testing.assert_allclose(out, x @ small_params["w"], atol=1e-3)
@@ -95,7 +101,7 @@ def test_handle_nested_inside_an_argument_tree(small_params):
 @pytest.mark.parametrize("protocol, parties", [("aby3", 3), ("semi2k", 2)])
 def test_cost_fields_are_sane(small_params, protocol, parties):
     x = np.random.default_rng(4).standard_normal((3, 8)).astype(np.float32)
-    with make_backend(protocol, mode="sim") as be:
+    with make_backend(protocol, mode="sim", dealer=DEALER.get(protocol)) as be:
         _, cost = be.compile(small_fn)(be.put(small_params), x)
     for field in ("bytes_sent", "bytes_recv", "send_actions", "recv_actions", "exec_s"):
         assert len(getattr(cost, field)) == parties
@@ -127,7 +133,7 @@ def test_equal_shapes_give_equal_bytes(small_params):
 
 def test_semi2k_bytes_per_party_are_equal_across_calls(small_params):
     rng = np.random.default_rng(6)
-    with make_backend("semi2k", mode="sim") as be:
+    with make_backend("semi2k", mode="sim", dealer=TFP) as be:
         h, fn = be.put(small_params), be.compile(small_fn)
         costs = [fn(h, rng.standard_normal((3, 8)).astype(np.float32))[1] for _ in range(2)]
     assert costs[0].bytes_sent == costs[1].bytes_sent
@@ -136,7 +142,7 @@ def test_semi2k_bytes_per_party_are_equal_across_calls(small_params):
 
 def test_fm128_and_other_fraction_bits_run():
     x = np.linspace(-2, 2, 8, dtype=np.float32)
-    with make_backend("semi2k", field="FM128", fraction_bits=26) as be:
+    with make_backend("semi2k", field="FM128", fraction_bits=26, dealer=TFP) as be:
         out, cost = be.compile(lambda v: v * v)(x)
     np.testing.assert_allclose(out, x * x, atol=1e-5)
     assert (cost.field, cost.fraction_bits) == ("FM128", 26)
@@ -149,7 +155,7 @@ def test_fraction_bits_none_means_the_fields_spu_default():
 
 def test_fraction_bits_outside_the_field_raise():
     with pytest.raises(ValueError, match="fraction_bits 40"):
-        make_backend("semi2k", field="FM64", fraction_bits=40)
+        make_backend("semi2k", field="FM64", fraction_bits=40, dealer=TFP)
 
 
 def test_deleted_handle_is_rejected(small_params):

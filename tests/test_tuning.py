@@ -135,7 +135,7 @@ def test_masked_trig_rfa_evaluator_matches_plaintext_under_aby3(setup):
 
     def evaluate(be, cfg):
         ev = PromptEvaluator(be, cfg, be.put(params, owner="model"), task.label_word_ids,
-                             prompt_len=TCFG.prompt_len, trig_seed=0)
+                             prompt_len=TCFG.prompt_len)
         examples = ev.share_examples(task.train)
         losses, _ = ev.losses(examples, prompts)
         return ev, examples, losses

@@ -22,6 +22,7 @@ SPU protocol, so the plaintext path runs where spu is not installed.
 from __future__ import annotations
 
 from .common import (
+    DEALERS,
     DEFAULT_FRACTION_BITS,
     FIELDS,
     MODES,
@@ -29,6 +30,9 @@ from .common import (
     PROTOCOLS,
     BackendError,
     Handle,
+    InsecureDealerWarning,
+    check_dealer,
+    protocol_label,
 )
 from .cost import OP_CLASSES, CallCost, CostParseError, OpClassCost, sum_costs
 from .network import NETWORKS, NetworkSetting, TimeEstimate, estimate_time
@@ -43,6 +47,7 @@ def make_backend(
     protocol: str = "plaintext", mode: str = "sim", field: str = "FM64",
     fraction_bits: int | None = 18, timeout_s: float = 60.0, addresses: list[str] | None = None,
     runtime_options: dict | None = None, compiler_options: dict | None = None,
+    dealer: str | None = None, tls: dict | None = None,
 ):
     """A backend by name.
 
@@ -53,13 +58,18 @@ def make_backend(
     many seconds makes the call fail with a BackendError (PartyError) naming it.
     addresses: "host:port" of each party in mp mode (default: free loopback ports).
     runtime_options / compiler_options: extra SPU RuntimeConfig / CompilerOptions attributes.
-    Unknown names raise ValueError listing the accepted ones.
+    dealer: SEMI2K's Beaver-triple source, required for semi2k and None for every other
+    protocol (check_dealer; only "trusted_first_party", insecure against party 0, exists in this
+    SPU build). tls: mp mode only, {"cert", "key", "ca"} PEM paths (experiments/make_certs.sh):
+    the parties' brpc links use TLS and verify each other against the CA. Unknown names raise
+    ValueError listing the accepted ones.
     """
     _check("protocol", protocol, PROTOCOLS)
     _check("mode", mode, MODES)
     _check("field", field, FIELDS)
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    check_dealer(protocol, dealer)  # before any work, without spu
     if fraction_bits is None:
         fraction_bits = DEFAULT_FRACTION_BITS[field]
     if protocol == "plaintext":
@@ -75,12 +85,15 @@ def make_backend(
     return SpuBackend(
         protocol, mode=mode, field=field, fraction_bits=fraction_bits, timeout_s=timeout_s,
         addresses=addresses, runtime_options=runtime_options, compiler_options=compiler_options,
+        dealer=dealer, tls=tls,
     )
 
 
 __all__ = [
-    "DEFAULT_FRACTION_BITS", "FIELDS", "MODES", "NETWORKS", "OP_CLASSES", "PROTOCOLS",
+    "DEALERS", "DEFAULT_FRACTION_BITS", "FIELDS", "MODES", "NETWORKS", "OP_CLASSES", "PROTOCOLS",
     "PROTOCOL_PARTIES",
-    "BackendError", "CallCost", "CostParseError", "Handle", "NetworkSetting", "OpClassCost",
-    "TimeEstimate", "estimate_time", "make_backend", "sum_costs",
+    "BackendError", "CallCost", "CostParseError", "Handle", "InsecureDealerWarning",
+    "NetworkSetting", "OpClassCost",
+    "TimeEstimate", "check_dealer", "estimate_time", "make_backend", "protocol_label",
+    "sum_costs",
 ]

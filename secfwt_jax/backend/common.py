@@ -164,3 +164,58 @@ FIELDS = ("FM64", "FM128")
 FIELD_BITS = {"FM64": 64, "FM128": 128}
 # SPU's choice when RuntimeConfig.fxp_fraction_bits is 0 (libspu/core/config.cc).
 DEFAULT_FRACTION_BITS = {"FM64": 18, "FM128": 26}
+
+# Who supplies SEMI2K's correlated randomness (Beaver triples). SPU 0.9.5 offers, for SEMI2K,
+# TrustedFirstParty (party 0 derives every triple: insecure against party 0) and
+# TrustedThirdParty (a separate beaver server that this wheel does not ship); MultiParty is
+# refused for SEMI2K ("unsupported beaver type 2"). docs/backend.md, "Dealer".
+DEALERS = ("trusted_first_party",)
+UNAVAILABLE_DEALERS = {
+    "trusted_third_party": "needs SPU's beaver server (libspu/mpc/semi2k/beaver/"
+    "beaver_impl/ttp_server), which the spu 0.9.5 wheel does not ship",
+    "multi_party": "spu 0.9.5 has no MultiParty beaver provider for SEMI2K (it raises "
+    "'unsupported beaver type 2')",
+}
+DEALER_PROTOCOLS = ("semi2k",)
+
+
+DEALER_SHORT = {"trusted_first_party": "TFP"}
+
+
+def protocol_label(protocol: str, dealer: str | None = None) -> str:
+    """A table cell naming the protocol and, for SEMI2K, its dealer: "semi2k (TFP)"."""
+    return f"{protocol} ({DEALER_SHORT.get(dealer, dealer)})" if dealer else protocol
+
+
+class InsecureDealerWarning(UserWarning):
+    """A run uses a dealer that one of its compute parties controls (TrustedFirstParty)."""
+
+
+def check_dealer(protocol: str, dealer: str | None) -> str | None:
+    """The dealer a backend for `protocol` uses; raises ValueError naming the accepted values.
+
+    semi2k: `dealer` must be given. No secure dealer is available in this SPU build (see
+    UNAVAILABLE_DEALERS), so there is no default: "trusted_first_party" must be asked for by
+    name and makes the run insecure against party 0. Other protocols take no dealer (ABY3 and
+    Cheetah make their correlated randomness among the parties; ref2k and plaintext need none).
+    """
+    if protocol not in DEALER_PROTOCOLS:
+        if dealer is not None:
+            raise ValueError(
+                f"dealer {dealer!r} given for protocol {protocol!r}; only "
+                f"{', '.join(DEALER_PROTOCOLS)} takes a dealer (others: dealer=None)"
+            )
+        return None
+    if dealer in DEALERS:
+        return dealer
+    why = UNAVAILABLE_DEALERS.get(dealer)
+    head = ("semi2k needs a dealer for its Beaver triples and none was given" if dealer is None
+            else f"dealer {dealer!r} is not available: {why}" if why
+            else f"unknown dealer {dealer!r}")
+    raise ValueError(
+        f"{head}. Accepted: {', '.join(DEALERS)} (insecure: party 0 knows every triple, so "
+        f"SEMI2K then hides nothing from party 0; ask for it explicitly, e.g. "
+        f"protocol.dealer=trusted_first_party). Not available in this build: "
+        + "; ".join(f"{k} ({v})" for k, v in UNAVAILABLE_DEALERS.items())
+        + ". For a 2-party run without a trusted dealer use cheetah."
+    )

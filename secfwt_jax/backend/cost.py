@@ -123,6 +123,7 @@ class CallCost:
     output_share_bytes: int = 0
     party_order: str = PARTY_ORDER_EXACT
     notes: list[str] = dataclasses.field(default_factory=list)
+    dealer: str | None = None  # SEMI2K's Beaver-triple source (common.DEALERS); else None
 
     MEASURED = (
         "wall_s", "exec_s", "bytes_sent", "bytes_recv", "bytes_total", "send_actions",
@@ -169,6 +170,8 @@ class CallCost:
             "protocol": self.protocol, "field": self.field, "fraction_bits": self.fraction_bits,
             "mode": self.mode, "n_parties": self.n_parties,
         }
+        if self.dealer is not None:
+            setting["dealer"] = self.dealer
         return {"setting": setting, "measured": measured, "modelled": self.modelled()}
 
 
@@ -187,10 +190,11 @@ def sum_costs(costs: Sequence[CallCost]) -> CallCost:
         raise ValueError("sum_costs needs at least one cost")
     first = costs[0]
     for c in costs[1:]:
-        if (c.protocol, c.n_parties) != (first.protocol, first.n_parties):
+        if (c.protocol, c.n_parties, c.dealer) != (first.protocol, first.n_parties,
+                                                    first.dealer):
             raise ValueError(
-                f"cannot sum costs of {c.protocol}/{c.n_parties} parties with "
-                f"{first.protocol}/{first.n_parties} parties"
+                f"cannot sum costs of {c.protocol}/{c.n_parties} parties/dealer {c.dealer} "
+                f"with {first.protocol}/{first.n_parties} parties/dealer {first.dealer}"
             )
     n = first.n_parties
 
@@ -219,6 +223,7 @@ def sum_costs(costs: Sequence[CallCost]) -> CallCost:
         output_share_bytes=sum(c.output_share_bytes for c in costs),
         party_order=orders.pop() if len(orders) == 1 else "mixed",
         notes=[f"sum of {len(costs)} calls"] + sorted({x for c in costs for x in c.notes}),
+        dealer=first.dealer,
     )
 
 
@@ -361,7 +366,7 @@ def build_cost(
     profiles: Sequence[PartyProfile], *, merged_hlo: bool, truncation_parties: Sequence[int],
     protocol: str, field: str, fraction_bits: int, mode: str, wall_s: float,
     party_order: str = PARTY_ORDER_EXACT, notes: Sequence[str] = (),
-    input_share_bytes: int = 0, output_share_bytes: int = 0,
+    input_share_bytes: int = 0, output_share_bytes: int = 0, dealer: str | None = None,
 ) -> CallCost:
     """Assemble a CallCost from per-party profiles.
 
@@ -404,5 +409,5 @@ def build_cost(
         bytes_recv=[lk[1] for lk in links], send_actions=[lk[2] for lk in links],
         recv_actions=[lk[3] for lk in links], by_op_class=classes, ops=ops,
         input_share_bytes=input_share_bytes, output_share_bytes=output_share_bytes,
-        party_order=party_order, notes=notes,
+        party_order=party_order, notes=notes, dealer=dealer,
     )

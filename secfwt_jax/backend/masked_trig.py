@@ -59,7 +59,8 @@ def trig_masks_for(
     """Masks for `shape` opened elements that fit `backend` (one from make_backend).
 
     SPU backends: fresh masks on the backend's fraction-bit grid, with mask_bits k (default:
-    the largest the ring allows, secure_trig.max_mask_bits). plaintext: identity masks (a
+    the largest the ring allows, secure_trig.max_mask_bits), from os.urandom unless a (not
+    secret, test-only) `rng` is given. plaintext: identity masks (a
     float32 run cannot add a 2^k mask exactly).
     """
     if backend.name == "plaintext":
@@ -75,7 +76,8 @@ def model_trig_masks_for(
 ) -> list[dict[str, np.ndarray]]:
     """One call's masks for a model with rfa_trig="masked": a list with one mask pytree per
     layer for shape (2, n_sequences, heads, seq_len, num_features) (see trig_masks_for)."""
-    rng = np.random.default_rng(rng)
+    if rng is not None:  # a seed: reproducible, not secret (tests only)
+        rng = np.random.default_rng(rng)
     shape = model_trig_mask_shape(config, n_sequences, seq_len)
     return [
         trig_masks_for(backend, shape, mask_bits, rng) for _ in range(config.num_hidden_layers)

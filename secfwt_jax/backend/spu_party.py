@@ -6,11 +6,12 @@ started with the 'spawn' method) over SPU's brpc links, and talks to it through 
 
     controller -> party: (command, payload)            party -> controller: ("ok", result)
                                                                              or ("error", text)
-Commands: set (name, share) pairs; load an executable; run it; get / delete variables; stop.
+Commands: set (name, share) pairs; load an executable; run it; get / delete variables; adopt
+(read (name, share) pairs from a separate model-owner process's pipe, spu_owner.py); stop.
 A heartbeat thread stamps a shared double every HEARTBEAT_S seconds so the controller can tell
 a party that stopped answering from one that is busy computing.
 
-Only this module and spu_backend.py import spu.
+Only the backend's spu_* modules import spu.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def _read_profile(path: str, offset: int, wait_s: float = 5.0) -> tuple[str, int
 
 def party_main(
     rank: int, addresses: list[str], config_bytes: bytes, log_path: str, conn, stamp,
-    parent_pid: int, recv_timeout_ms: int, connect_timeout_s: float,
+    parent_pid: int, recv_timeout_ms: int, connect_timeout_s: float, owner_conn=None,
+    tls: dict | None = None,
 ) -> None:
     """Entry point of a party process (mp mode). Never returns normally before 'stop'."""
     stop = threading.Event()
@@ -132,6 +134,13 @@ def party_main(
         desc.connect_retry_times = max(1, int(connect_timeout_s / 0.2))
         for r, addr in enumerate(addresses):
             desc.add_party(f"party{r}", addr)
+        if tls:  # brpc TLS both ways; a peer must present a certificate signed by tls["ca"]
+            desc.enable_ssl = True
+            for opts in (desc.server_ssl_opts, desc.client_ssl_opts):
+                opts.cert.certificate_path = tls["cert"]
+                opts.cert.private_key_path = tls["key"]
+                opts.verify.ca_file_path = tls["ca"]
+                opts.verify.verify_depth = 1
         lctx = libspu.link.create_brpc(desc, rank)
         party = PartyRuntime(rank, lctx, config)
         conn.send(("ok", os.getpid()))
@@ -156,6 +165,10 @@ def party_main(
                 os.truncate(log_path, 0)  # the logger appends (O_APPEND): keep the file small
             elif cmd == "get":
                 result = [share_to_parts(s) for s in party.get(payload)]
+            elif cmd == "adopt":  # this party's weight shares, from the model-owner process
+                if not owner_conn.poll(payload):
+                    raise TimeoutError(f"no shares from the model owner within {payload} s")
+                result = party.set([(n, share_from_parts(m, c)) for n, m, c in owner_conn.recv()])
             elif cmd == "delete":
                 party.delete(payload)
                 result = None

@@ -111,8 +111,7 @@ class PromptEvaluator:
     def __init__(
         self, backend, config: ModelConfig, params_handle, label_word_ids, *,
         prompt_len: int, prompt_mode: str = "cat_pre_ln", loss: str = "ce", reveal: str = "logits",
-        trig_seed: int | None = None, vocab_bucket: int = VOCAB_BUCKET,
-        public_mask: bool = False,
+        vocab_bucket: int = VOCAB_BUCKET, public_mask: bool = False,
     ):
         if reveal not in REVEALS:
             raise ValueError(f"unknown reveal {reveal!r}; accepted: {', '.join(REVEALS)}")
@@ -132,8 +131,9 @@ class PromptEvaluator:
         self._vocab_rows = backend.compile(vocab_rows_fn(config))
         self._embed_rows = backend.compile(embed_rows_fn(config, prompt_mode))
         # rfa_trig="masked": every call gets fresh trig masks from the data owner (the dealer,
-        # docs/masked_trig.md) and opens the masked angles to the servers inside the program
-        self._trig_rng = np.random.default_rng(trig_seed)
+        # docs/masked_trig.md), drawn from os.urandom (never from the run seed: a seed would
+        # let anyone who knows it unmask, and would replay masks across runs and resumes),
+        # and opens the masked angles to the servers inside the program
         verbalize = verbalizer_fn(config, label_word_ids, prompt_mode,
                                   reveal=model_reveal_fn(backend, config))
         self._logits = backend.compile(verbalize)
@@ -264,8 +264,7 @@ class PromptEvaluator:
         """() or (fresh masks for this call,) when the model uses the masked trigonometry."""
         extra = self.prompt_len if prompt_extends_sequence(self.prompt_mode) else 0
         seq_len = examples.width + extra
-        return call_trig_masks(self.backend, self.config, len(prompts) * examples.size, seq_len,
-                               rng=self._trig_rng)
+        return call_trig_masks(self.backend, self.config, len(prompts) * examples.size, seq_len)
 
     def _call(self, kind: str, examples: ExampleSet, *rest):
         """Run the "logits" or "loss" program; with a public mask, its per-mask program."""

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..backend.common import Handle
 from ..tasks.metrics import accuracy
 from .checkpoint import load_state, save_state
 from .evaluator import VOCAB_BUCKET, PromptEvaluator
@@ -102,6 +103,8 @@ _INT_MINIMA = (("popsize", 1), ("intrinsic_dim", 1), ("prompt_len", 1), ("budget
 class NonFiniteLossError(FloatingPointError):
     """A candidate's loss or revealed logits are NaN or infinite (the checkpoint of the last
     whole generation was written first)."""
+
+
 SELECTIONS = ("bbt", "best_train")
 
 
@@ -122,13 +125,21 @@ def select_on_dev(best: float | None, metric: float) -> bool:
     return metric > (0.0 if best is None else best)
 
 
-def tuning_projection(cfg: TuningConfig, model_config, params) -> jax.Array:
+def tuning_projection(cfg: TuningConfig, model_config, params=None,
+                      embed_std: float | None = None) -> jax.Array:
     """The data owner's fixed random projection A (d, L*H) for this run's seed (BBT Sec. 3.2).
 
-    A never leaves the data owner; the servers only ever see prompts z @ A.
+    A never leaves the data owner; the servers only ever see prompts z @ A. projection="normal"
+    needs the word-embedding std: `embed_std` as the model owner publishes it
+    (principals.ModelDisclosure), else computed from plaintext `params` (tests, plaintext).
     """
     key_a = jax.random.split(jax.random.PRNGKey(cfg.seed))[0]
-    std = embedding_std(params["word_embeddings"]) if cfg.projection == "normal" else None
+    std = None
+    if cfg.projection == "normal":
+        if embed_std is None and (params is None or isinstance(params, Handle)):
+            raise ValueError("projection 'normal' needs embed_std (the model owner's declared "
+                             "disclosure) when the weights are not given in plaintext")
+        std = embedding_std(params["word_embeddings"]) if embed_std is None else embed_std
     return make_projection(
         key_a, cfg.intrinsic_dim, cfg.prompt_len, model_config.hidden_size,
         kind=cfg.projection, sigma0=cfg.sigma0, embed_std=std,
@@ -139,27 +150,31 @@ class Tuner:
     """Runs `TuningConfig` on a backend for one task's example sets.
 
     metric_fn(preds, labels) -> dict of metrics, main_metric the key used for model selection.
+    params: the weights as a backend Handle (already shared by the model owner; then embed_std,
+    the model owner's published word-embedding std, is needed for projection="normal") or as
+    plaintext arrays (shared here; tests and plaintext runs). principals.DataOwner passes a Handle.
     """
 
     def __init__(
         self, cfg: TuningConfig, backend, model_config, params, label_word_ids, *,
         metric_fn=None, main_metric: str = "accuracy", run_dir: str | None = None,
-        progress: bool = True,
+        progress: bool = True, embed_std: float | None = None,
     ):
         self.cfg, self.backend, self.model_config = cfg, backend, model_config
         self.metric_fn = metric_fn or (lambda p, y: {"accuracy": accuracy(p, y)})
         self.main_metric, self.run_dir, self.progress = main_metric, run_dir, progress
         self.key_opt = jax.random.split(jax.random.PRNGKey(cfg.seed))[1]
-        self.A = tuning_projection(cfg, model_config, params)
+        self.A = tuning_projection(cfg, model_config, params, embed_std)
         self.opt = make_optimizer(
             cfg.optimizer, dim=cfg.intrinsic_dim, popsize=cfg.popsize, sigma0=cfg.sigma0
         )
         self._ask, self._tell = jax.jit(self.opt.ask), jax.jit(self.opt.tell)
-        self.params_handle = backend.put(params, owner="model")
+        self.params_handle = (params if isinstance(params, Handle)
+                              else backend.put(params, owner="model"))
         self.evaluator = PromptEvaluator(
             backend, model_config, self.params_handle, label_word_ids,
             prompt_len=cfg.prompt_len, prompt_mode=cfg.prompt_mode, loss=cfg.loss,
-            reveal=cfg.reveal, trig_seed=cfg.seed + 7919, vocab_bucket=cfg.vocab_bucket,
+            reveal=cfg.reveal, vocab_bucket=cfg.vocab_bucket,
         )
 
     # -- helpers --------------------------------------------------------------------------

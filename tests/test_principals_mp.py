@@ -1,0 +1,101 @@
+"""mode=mp with the model owner as its own process (issue 12): the data owner's process never
+receives a weight array, each party gets its shares from the model owner directly, and the
+secure losses equal the plaintext ones of the same weights."""
+
+import multiprocessing.connection
+
+import numpy as np
+import pytest
+
+from secfwt_jax import ModelConfig, init_params
+from secfwt_jax.backend import Handle, make_backend
+from secfwt_jax.principals import DataOwner, ModelDisclosure, ModelOwner, share_from_own_process
+from secfwt_jax.tasks.planted import make_planted
+from secfwt_jax.tuning.loop import TuningConfig, tuning_projection
+from secfwt_jax.tuning.projection import embedding_std
+
+CFG = ModelConfig.preset(
+    "tiny", initializer_range=0.3, attention="softmax_puma", activation="gelu_puma"
+)
+TCFG = TuningConfig(popsize=4, intrinsic_dim=4, prompt_len=2, budget=4, seed=1)
+
+
+def _arrays_in(obj, found):
+    if isinstance(obj, np.ndarray):
+        found.append(obj.shape)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _arrays_in(v, found)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            _arrays_in(v, found)
+    return found
+
+
+@pytest.mark.slow
+def test_the_data_owner_process_never_receives_a_weight_array(monkeypatch):
+    received, sent = [], []
+    conn_type = multiprocessing.connection.Connection
+    recv, send = conn_type.recv, conn_type.send
+
+    def recording(self):
+        msg = recv(self)
+        received.append(msg)
+        return msg
+
+    def recording_send(self, msg):
+        sent.append(msg)
+        return send(self, msg)
+
+    monkeypatch.setattr(multiprocessing.connection.Connection, "recv", recording)
+    monkeypatch.setattr(multiprocessing.connection.Connection, "send", recording_send)
+    with make_backend("aby3", mode="mp", timeout_s=30) as be:
+        handle, disclosure = share_from_own_process(be, init_params, CFG, 0)
+        assert isinstance(handle, Handle) and handle.value is None
+        # everything so far (party starts, the owner's reply, the parties' adopt acks)
+        assert received and not any(_arrays_in(m, []) for m in received)
+        weights = init_params(CFG, seed=0)  # the test's reference, not the data owner's
+        task = make_planted(CFG, weights, np.asarray(tuning_projection(TCFG, CFG, weights)),
+                            prompt_len=TCFG.prompt_len, n_train=16, n_dev=8, n_test=8,
+                            seq_len=8, teacher_scale=3.0, seed=1)
+        data_owner = DataOwner(TCFG, be, CFG, handle, disclosure, task.label_word_ids,
+                               progress=False)
+        ev, tuner = data_owner.tuner.evaluator, data_owner.tuner
+        z = np.random.default_rng(0).standard_normal((4, TCFG.intrinsic_dim)).astype(np.float32)
+        secure, _ = ev.losses(ev.share_examples(task.train), tuner.prompts(z))
+    assert disclosure == ModelDisclosure(embedding_std(weights["word_embeddings"]))
+    # nothing the data owner's process received holds an array: party replies are share bytes
+    # of the revealed outputs only, the owner's reply is names, shapes and the disclosure
+    assert not any(_arrays_in(m, []) for m in received)
+    # the data owner's process asked the parties for output shares only, never a weight share
+    gets = [set(m[1]) for m in sent if isinstance(m, tuple) and m[0] == "get"]
+    assert gets and not any(g & set(handle.names) for g in gets)
+    plain_owner = ModelOwner(CFG, weights)
+    pbe = make_backend("plaintext")
+    plain = DataOwner(TCFG, pbe, CFG, plain_owner.share_into(pbe), plain_owner.disclosure(),
+                      task.label_word_ids, progress=False)
+    want, _ = plain.tuner.evaluator.losses(plain.tuner.evaluator.share_examples(task.train),
+                                           plain.tuner.prompts(z))
+    assert np.max(np.abs(secure - want)) <= 1e-2
+
+
+def test_put_from_owner_process_is_for_mp_mode():
+    pytest.importorskip("spu")
+    with make_backend("ref2k") as be, pytest.raises(ValueError, match="needs mode='mp'"):
+        share_from_own_process(be, init_params, CFG, 0)
+
+
+def _failing_loader():
+    raise RuntimeError("checkpoint unreadable")
+
+
+@pytest.mark.slow
+def test_a_failing_model_owner_is_a_clear_error_and_ends_the_parties():
+    from secfwt_jax.backend import BackendError
+
+    be = make_backend("aby3", mode="mp", timeout_s=30)
+    procs = list(be.parties.procs)
+    with pytest.raises(BackendError, match="(?s)model owner raised.*checkpoint unreadable"):
+        share_from_own_process(be, _failing_loader)
+    assert all(not p.is_alive() for p in procs)
+    be.close()

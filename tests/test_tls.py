@@ -1,0 +1,64 @@
+"""TLS on the parties' brpc links in mp mode (issue 12): a run with certificates from
+experiments/make_certs.sh gives the plaintext result; a CA that did not sign the parties'
+certificate stops the mesh from connecting (a clear error, no process left)."""
+
+import multiprocessing
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from secfwt_jax.backend import BackendError, make_backend
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+def certs(out):
+    subprocess.run(["bash", str(ROOT / "experiments" / "make_certs.sh"), str(out)], check=True,
+                   capture_output=True, timeout=60)
+    return {"cert": str(out / "party.pem"), "key": str(out / "party.key"),
+            "ca": str(out / "ca.pem")}
+
+
+def test_tls_options_are_checked(tmp_path):
+    pytest.importorskip("spu")
+    with pytest.raises(ValueError, match="sim mode uses in-memory links"):
+        make_backend("aby3", tls={"cert": "a", "key": "b", "ca": "c"})
+    with pytest.raises(ValueError, match=r"tls\['cert'\] = 'nope' is not a file"):
+        make_backend("aby3", mode="mp", tls={"cert": "nope", "key": "b", "ca": "c"})
+    with pytest.raises(ValueError, match="tls must be a dict with keys"):
+        make_backend("aby3", mode="mp", tls={"cert": "a"})
+
+
+@pytest.mark.slow
+def test_tls_links_compute_and_refuse_an_unknown_ca(tmp_path):
+    tls = certs(tmp_path / "a")
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    with make_backend("aby3", mode="mp", timeout_s=20, tls=tls) as be:
+        out, cost = be.compile(lambda v: v * v + 1)(x)
+    np.testing.assert_allclose(out, x * x + 1, atol=1e-4)
+    assert cost.bytes_total > 0
+    other = certs(tmp_path / "b")
+    wrong = dict(tls, ca=other["ca"])  # this CA did not sign the parties' certificate
+    with pytest.raises(BackendError, match="did not finish start"):
+        make_backend("aby3", mode="mp", timeout_s=5, tls=wrong)
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("spu-party")]
+
+
+@pytest.mark.slow
+def test_run_py_takes_tls_certificates_in_mp_mode(tmp_path):
+    import json
+    import sys
+
+    tls = certs(tmp_path / "c")
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "protocol=aby3",
+           "protocol.mode=mp", f"protocol.tls={{cert:{tls['cert']},key:{tls['key']},"
+           f"ca:{tls['ca']}}}", "budget=6", "eval_every=0", "progress=false",
+           f"hydra.run.dir={tmp_path / 'run'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tls_links"] is True and summary["generations"] == 1
