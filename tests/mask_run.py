@@ -25,7 +25,8 @@ BASE = ModelConfig.preset(
 )
 CFG = ModelConfig(**{**BASE.__dict__, "attention": "rfa", "rfa_trig": "masked",
                      "num_features": 8, "normalize_qk": True})
-TCFG = TuningConfig(popsize=4, intrinsic_dim=4, prompt_len=2, budget=12, eval_every=0,
+TCFG = TuningConfig(projection="normal", popsize=4, intrinsic_dim=4, prompt_len=2,
+                    budget=12, eval_every=0,
                     checkpoint_every=1, seed=1)
 
 
@@ -46,7 +47,7 @@ def main(protocol, run_dir, out, stop_after=None):
     base = init_params(BASE, seed=0)
     task = make_planted(BASE, base, np.asarray(tuning_projection(TCFG, BASE, base)),
                         prompt_len=TCFG.prompt_len, n_train=16, n_dev=16, n_test=16, seq_len=8,
-                        teacher_scale=3.0, seed=1)
+                        teacher_scale=3.0, prompt_mode=TCFG.prompt_mode, seed=1)
     with make_backend(protocol) as be:
         tuner = Tuner(TCFG, be, CFG, params, task.label_word_ids, run_dir=run_dir,
                       progress=False)

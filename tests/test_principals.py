@@ -19,7 +19,8 @@ from secfwt_jax.tuning.projection import embedding_std
 CFG = ModelConfig.preset(
     "tiny", initializer_range=0.3, attention="softmax_puma", activation="gelu_puma"
 )
-TCFG = TuningConfig(popsize=4, intrinsic_dim=4, prompt_len=2, budget=8, eval_every=1,
+TCFG = TuningConfig(projection="normal", popsize=4, intrinsic_dim=4, prompt_len=2,
+                    budget=8, eval_every=1,
                     checkpoint_every=0, seed=1)
 
 
@@ -28,7 +29,7 @@ def setup():
     params = init_params(CFG, seed=0)
     task = make_planted(CFG, params, np.asarray(tuning_projection(TCFG, CFG, params)),
                         prompt_len=TCFG.prompt_len, n_train=16, n_dev=8, n_test=8,
-                        seq_len=8, teacher_scale=3.0, seed=1)
+                        seq_len=8, teacher_scale=3.0, prompt_mode=TCFG.prompt_mode, seed=1)
     return params, task
 
 

@@ -17,7 +17,8 @@ from secfwt_jax.tuning.projection import embedding_std
 CFG = ModelConfig.preset(
     "tiny", initializer_range=0.3, attention="softmax_puma", activation="gelu_puma"
 )
-TCFG = TuningConfig(popsize=4, intrinsic_dim=4, prompt_len=2, budget=4, seed=1)
+TCFG = TuningConfig(projection="normal", popsize=4, intrinsic_dim=4, prompt_len=2,
+                    budget=4, seed=1)
 
 
 def _arrays_in(obj, found):
@@ -57,7 +58,7 @@ def test_the_data_owner_process_never_receives_a_weight_array(monkeypatch):
         weights = init_params(CFG, seed=0)  # the test's reference, not the data owner's
         task = make_planted(CFG, weights, np.asarray(tuning_projection(TCFG, CFG, weights)),
                             prompt_len=TCFG.prompt_len, n_train=16, n_dev=8, n_test=8,
-                            seq_len=8, teacher_scale=3.0, seed=1)
+                            seq_len=8, teacher_scale=3.0, prompt_mode=TCFG.prompt_mode, seed=1)
         data_owner = DataOwner(TCFG, be, CFG, handle, disclosure, task.label_word_ids,
                                progress=False)
         ev, tuner = data_owner.tuner.evaluator, data_owner.tuner
