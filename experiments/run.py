@@ -10,6 +10,8 @@ Examples:
     python experiments/run.py task=mrpc data_dir=../shared/data \
         tokenizer=../shared/tokenizer/roberta-base protocol=aby3 budget=40
     python experiments/run.py -m protocol=aby3,cheetah budget=100
+    python experiments/run.py task=sst2 model=local model.path=<all-MiniLM-L6-v2 dir> \
+        head=similarity method=fot      # a sentence encoder: its own tokenizer, cosine head
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def model_from_config(cfg: DictConfig, tokenizer=None):
     if tokenizer is not None:
         overrides.update(
             vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            # <s> / </s> (RoBERTa) or [CLS] / [SEP] (BERT, which has no bos/eos tokens)
+            bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
             mask_token_id=tokenizer.mask_token_id,
         )
         if not cfg.model.path and not cfg.model.max_position_embeddings:
@@ -84,12 +87,13 @@ def tuning_config(cfg: DictConfig) -> TuningConfig:
         prompt_len=int(cfg.prompt_len), prompt_mode=cfg.prompt_mode, projection=cfg.projection,
         budget=int(cfg.budget), loss=cfg.loss, reveal=cfg.reveal, eval_every=int(cfg.eval_every),
         patience=int(cfg.patience), checkpoint_every=int(cfg.checkpoint_every), seed=int(cfg.seed),
-        vocab_bucket=int(cfg.vocab_bucket),
+        vocab_bucket=int(cfg.vocab_bucket), head=cfg.head, temperature=float(cfg.temperature),
     )
 
 
 def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
-    """(model config, params, label word ids, train, dev, test batches, metric_fn, main)."""
+    """(model config, params, label word ids, train, dev, test batches, metric_fn, main,
+    label descriptions or None)."""
     if cfg.task.name == planted_task.NAME:
         config, params = model_from_config(cfg)
         A = np.asarray(tuning_projection(tcfg, config, params))
@@ -99,27 +103,40 @@ def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
             n_train=t.n_train, n_dev=t.n_dev, n_test=t.n_test, seq_len=t.seq_len,
             teacher_scale=t.teacher_scale, prompt_mode=tcfg.prompt_mode, seed=cfg.seed,
         )
-        return config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy"
+        return config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy", None
 
     from secfwt_jax.tasks import encode, get_task, label_word_ids, load_split, load_tokenizer
     from secfwt_jax.tasks.metrics import compute_metrics
+    from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences
 
     task = get_task(cfg.task.name)
-    tokenizer = load_tokenizer(cfg.tokenizer)
+    tokenizer = load_tokenizer(checkpoint_tokenizer(cfg))
     config, params = model_from_config(cfg, tokenizer)
+    similarity = cfg.head == "similarity"
     splits = {}
     for split in ("train", "dev", "test"):
         examples = load_split(task, cfg.data_dir, split, k=cfg.task.k, seed=cfg.task.data_seed)
         if split == "test" and cfg.test_limit:
             examples = examples[: int(cfg.test_limit)]
-        splits[split] = encode(
+        splits[split] = (encode_sentences if similarity else encode)(
             task, examples, tokenizer, int(cfg.task.max_len), tcfg.prompt_len,
             max_positions=config.max_seq_len,
         )
-    words = label_word_ids(task, tokenizer)
+    words = None if similarity else label_word_ids(task, tokenizer)
+    descriptions = encode_descriptions(task, tokenizer) if similarity else None
     metric_fn = lambda preds, labels: compute_metrics(task, preds, labels)  # noqa: E731
     return (config, params, words, splits["train"], splits["dev"], splits["test"], metric_fn,
-            task.main_metric)
+            task.main_metric, descriptions)
+
+
+def checkpoint_tokenizer(cfg: DictConfig):
+    """cfg.tokenizer; when it is null and model.path holds tokenizer files, the checkpoint's
+    own tokenizer (a BERT checkpoint needs its WordPiece vocabulary, not $SECFWT_TOKENIZER)."""
+    if cfg.tokenizer is None and cfg.model.path and any(
+        os.path.isfile(os.path.join(cfg.model.path, f)) for f in ("tokenizer.json", "vocab.json")
+    ):
+        return cfg.model.path
+    return cfg.tokenizer
 
 
 def command_line() -> str:
@@ -133,10 +150,11 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s
     )
     with backend:
-        config, params, words, train, dev, test, metric_fn, main = load_task_data(cfg, tcfg)
+        config, params, words, train, dev, test, metric_fn, main, descriptions = load_task_data(
+            cfg, tcfg)
         tuner = Tuner(
             tcfg, backend, config, params, words, metric_fn=metric_fn, main_metric=main,
-            run_dir=run_dir, progress=bool(cfg.progress),
+            run_dir=run_dir, progress=bool(cfg.progress), descriptions=descriptions,
         )
         result = tuner.run(train, dev, test, resume=bool(cfg.resume))
         costs = tuner.evaluator.costs
@@ -144,7 +162,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     networks = {name: estimate_time(total, name).to_dict() for name in ("lan", "wan100", "wan200")}
     summary = dict(
         task=cfg.task.name, protocol=p.name, field=p.field, mode=p.mode, model=cfg.model.name,
-        method=cfg.method.name, attention=config.attention, activation=config.activation,
+        method=cfg.method.name, head=tcfg.head, attention=config.attention,
+        activation=config.activation,
         rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
         embedding_lookups=tuner.evaluator.lookups, optimizer=tcfg.optimizer,
         popsize=tcfg.popsize, intrinsic_dim=tcfg.intrinsic_dim, prompt_len=tcfg.prompt_len,

@@ -26,6 +26,9 @@ from .checkpoint import load_state, save_state
 from .evaluator import VOCAB_BUCKET, PromptEvaluator
 from .optimizers import make_optimizer
 from .projection import embedding_std, make_projection, prompts_from_z
+from .similarity_evaluator import SimilarityEvaluator
+
+HEADS = ("mlm", "similarity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,8 @@ class TuningConfig:
     in generations (0 = never). patience: dev evaluations without improvement before stopping
     (0 = no early stopping). vocab_bucket: the secure embedding lookup's sub-vocabulary
     rounding (PromptEvaluator; 0: whole-vocabulary one-hot, nothing but shapes revealed).
+    head: "mlm" (label-word logits at <mask>) or "similarity" (cosine to label descriptions
+    divided by `temperature`, secfwt_jax.similarity; for encoders without an MLM head).
     """
 
     optimizer: str = "cmaes"
@@ -53,6 +58,8 @@ class TuningConfig:
     checkpoint_every: int = 10
     seed: int = 0
     vocab_bucket: int = VOCAB_BUCKET
+    head: str = "mlm"
+    temperature: float = 0.05
 
     @property
     def generations(self) -> int:
@@ -69,6 +76,7 @@ class TuningConfig:
         check_choice("reveal", self.reveal, REVEALS)
         check_choice("prompt_mode", self.prompt_mode, PROMPT_MODES)
         check_choice("projection", self.projection, PROJECTIONS)
+        check_choice("head", self.head, HEADS)
         if self.budget < self.popsize:
             raise ValueError(
                 f"budget {self.budget} is smaller than one generation (popsize {self.popsize})"
@@ -92,12 +100,14 @@ class Tuner:
     """Runs `TuningConfig` on a backend for one task's example sets.
 
     metric_fn(preds, labels) -> dict of metrics, main_metric the key used for model selection.
+    With cfg.head "similarity", label_word_ids is not used (pass None) and descriptions is the
+    Batch of label descriptions (secfwt_jax.tasks.sentences.encode_descriptions).
     """
 
     def __init__(
         self, cfg: TuningConfig, backend, model_config, params, label_word_ids, *,
         metric_fn=None, main_metric: str = "accuracy", run_dir: str | None = None,
-        progress: bool = True,
+        progress: bool = True, descriptions=None,
     ):
         self.cfg, self.backend, self.model_config = cfg, backend, model_config
         self.metric_fn = metric_fn or (lambda p, y: {"accuracy": accuracy(p, y)})
@@ -109,11 +119,19 @@ class Tuner:
         )
         self._ask, self._tell = jax.jit(self.opt.ask), jax.jit(self.opt.tell)
         self.params_handle = backend.put(params, owner="model")
-        self.evaluator = PromptEvaluator(
-            backend, model_config, self.params_handle, label_word_ids,
+        options = dict(
             prompt_len=cfg.prompt_len, prompt_mode=cfg.prompt_mode, loss=cfg.loss,
             reveal=cfg.reveal, trig_seed=cfg.seed + 7919, vocab_bucket=cfg.vocab_bucket,
         )
+        if cfg.head == "similarity":
+            if descriptions is None:
+                raise ValueError("head 'similarity' needs the label descriptions (descriptions=)")
+            self.evaluator = SimilarityEvaluator(
+                backend, model_config, self.params_handle, descriptions,
+                temperature=cfg.temperature, **options)
+        else:
+            self.evaluator = PromptEvaluator(
+                backend, model_config, self.params_handle, label_word_ids, **options)
 
     # -- helpers --------------------------------------------------------------------------
 
