@@ -136,7 +136,7 @@ def test_bert_masked_lm_state_dict_maps_every_tensor_including_cls_predictions()
 
 
 def test_unsupported_model_type_names_the_accepted_ones():
-    with pytest.raises(ValueError, match="unknown model_type 'gpt2'; accepted: roberta, xlm-roberta, bert"):
+    with pytest.raises(ValueError, match="model_type 'gpt2'; accepted: roberta, xlm-roberta, bert"):
         ModelConfig.from_hf_dict({**TINY_BERT, "model_type": "gpt2"})
 
 
@@ -184,3 +184,83 @@ def test_verbalizer_on_a_checkpoint_without_mlm_head_points_to_the_similarity_he
     embeds = jnp.zeros((1, 4, 384))
     with pytest.raises(ValueError, match="head=similarity"):
         f(params, embeds, jnp.ones((1, 4)), jnp.eye(4)[None, 1], jnp.zeros((1, 0, 384)))
+
+
+# -- the similarity head on the real checkpoint ---------------------------------------------
+
+
+SST2_LABELS = np.array([0, 0, 0, 0, 1, 1], np.int32)
+
+
+@pytest.fixture(scope="module")
+def sentences(tokenizer):
+    from secfwt_jax.tasks.data import Example
+    from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences
+
+    examples = [Example(text_a=t, text_b=None, label=int(y))
+                for t, y in zip(SST2_SENTENCES, SST2_LABELS)]
+    return (encode_sentences("sst2", examples, tokenizer, 40),
+            encode_descriptions("sst2", tokenizer))
+
+
+def test_similarity_scores_equal_flax_bert_mean_pooled_cosine(minilm, flax_bert, sentences):
+    from secfwt_jax.backend import make_backend
+    from secfwt_jax.tuning.similarity_evaluator import SimilarityEvaluator
+
+    config, params = minilm
+    batch, desc = sentences
+
+    def st_embed(b):  # sentence-transformers' mean pooling on the oracle's hidden states
+        h = np.asarray(flax_bert(b.input_ids, attention_mask=b.attention_mask,
+                                 token_type_ids=np.zeros_like(b.input_ids)).last_hidden_state)
+        m = b.attention_mask[..., None]
+        e = (h * m).sum(1) / m.sum(1)
+        return e / np.linalg.norm(e, axis=-1, keepdims=True)
+
+    want = st_embed(batch) @ st_embed(desc).T / 0.05
+    with make_backend("plaintext") as backend:
+        ev = SimilarityEvaluator(backend, config, backend.put(params, owner="model"), desc,
+                                 temperature=0.05, prompt_len=0)
+        got = ev.logits(ev.share_examples(batch), np.zeros((1, 0, 384), np.float32))[0]
+    np.testing.assert_allclose(got, want, atol=2e-3)  # cosines within 1e-4
+
+
+def test_cat_prompt_positions_are_left_out_of_the_pooling(minilm, sentences):
+    from secfwt_jax.similarity import similarity_fn
+
+    config, params = minilm
+    batch, _ = sentences
+    prompt = np.random.default_rng(0).normal(0, 0.05, (1, 2, 384)).astype(np.float32)
+    embeds = RobertaMLM(config).apply(
+        {"params": params}, jnp.asarray(batch.input_ids),
+        position_ids(batch.attention_mask, config, prompt_len=2), method=RobertaMLM.embed)
+    labels = np.eye(384, dtype=np.float32)[:3]
+    scores = similarity_fn(config, "cat", temperature=1.0)(
+        params, embeds, batch.attention_mask, batch.mask_onehot, prompt, labels)
+    # the full model's hidden states with the prompt inserted, pooled over the text tokens only
+    hidden = np.asarray(RobertaMLM(config).apply(
+        {"params": params}, jnp.asarray(batch.input_ids), jnp.asarray(batch.attention_mask),
+        jnp.asarray(np.repeat(prompt, 6, 0))))
+    text = np.concatenate([hidden[:, :1], hidden[:, 3:]], axis=1)
+    pooled = (text * batch.attention_mask[..., None]).sum(1)
+    pooled /= np.linalg.norm(pooled, axis=-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(scores)[0], pooled[:, :3], atol=1e-5)
+
+
+def test_small_tuning_run_on_real_weights_lowers_the_training_loss(minilm, sentences):
+    from secfwt_jax.backend import make_backend
+    from secfwt_jax.tuning.loop import Tuner, TuningConfig
+
+    config, params = minilm
+    batch, desc = sentences
+    cfg = TuningConfig(popsize=4, budget=12, intrinsic_dim=4, prompt_len=2, eval_every=0,
+                       checkpoint_every=0, seed=0, head="similarity", temperature=0.05)
+    with make_backend("plaintext") as backend:
+        tuner = Tuner(cfg, backend, config, params, None, descriptions=desc, progress=False)
+        summary = tuner.run(batch)
+        train_set = tuner.evaluator.share_examples(batch)
+        zero, _ = tuner.evaluator.losses(train_set, tuner.prompts(np.zeros((1, 4))))
+        best, _ = tuner.evaluator.losses(train_set, tuner.prompts(np.asarray([summary["best_z"]])))
+    assert summary["generations"] == 3
+    np.testing.assert_allclose(best[0], summary["final_loss"], rtol=1e-5)
+    assert summary["final_loss"] < zero[0]
