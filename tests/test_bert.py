@@ -159,7 +159,7 @@ def test_hidden_states_match_flax_bert_on_sst2_test_file(minilm, flax_bert, toke
 def test_every_attention_variant_runs_on_the_real_checkpoint(minilm, tokenizer, attention):
     config, params = minilm
     config = config.replace(attention=attention, activation="gelu_puma", num_features=16)
-    enc = tokenizer(list(SST2_SENTENCES[:2]), padding="max_length", max_length=16,
+    enc = tokenizer(list(SST2_SENTENCES[:2]), padding="max_length", max_length=16, truncation=True,
                     return_tensors="np")
     out = RobertaMLM(config).apply({"params": params}, jnp.asarray(enc["input_ids"]),
                                    jnp.asarray(enc["attention_mask"]))
@@ -169,7 +169,7 @@ def test_every_attention_variant_runs_on_the_real_checkpoint(minilm, tokenizer, 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_every_activation_runs_on_the_real_checkpoint(minilm, tokenizer, activation):
     config, params = minilm
-    enc = tokenizer(list(SST2_SENTENCES[:2]), padding="max_length", max_length=16,
+    enc = tokenizer(list(SST2_SENTENCES[:2]), padding="max_length", max_length=16, truncation=True,
                     return_tensors="np")
     out = RobertaMLM(config.replace(activation=activation)).apply(
         {"params": params}, jnp.asarray(enc["input_ids"]), jnp.asarray(enc["attention_mask"]))
