@@ -13,6 +13,8 @@ Examples:
     python experiments/run.py task=mrpc data_dir=../shared/data \
         tokenizer=../shared/tokenizer/roberta-base protocol=aby3 budget=40
     python experiments/run.py -m protocol=aby3,cheetah budget=100
+    python experiments/run.py task=sst2 model=local model.path=<all-MiniLM-L6-v2 dir> \
+        head=similarity method=fot      # a sentence encoder: its own tokenizer, cosine head
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from secfwt_jax import ModelConfig, init_params, load_pretrained  # noqa: E402
 from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E402
 from secfwt_jax.principals import DataOwner, ModelOwner  # noqa: E402
+from secfwt_jax.similarity import SIMILARITY_PROMPT_MODES  # noqa: E402
 from secfwt_jax.tasks import planted as planted_task  # noqa: E402
 from secfwt_jax.tuning.loop import TuningConfig, tuning_projection  # noqa: E402
 from secfwt_jax.tuning.records import (  # noqa: E402
@@ -59,7 +62,8 @@ def model_from_config(cfg: DictConfig, tokenizer=None):
     if tokenizer is not None:
         overrides.update(
             vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            # <s> / </s> (RoBERTa) or [CLS] / [SEP] (BERT, which has no bos/eos tokens)
+            bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
             mask_token_id=tokenizer.mask_token_id,
         )
         if not cfg.model.path and not cfg.model.max_position_embeddings:
@@ -128,6 +132,7 @@ def tuning_config(cfg: DictConfig) -> TuningConfig:
         prompt_mode=cfg.prompt_mode, projection=cfg.projection, loss=cfg.loss, reveal=cfg.reveal,
         selection=cfg.selection,
         **ints,
+        head=cfg.head, temperature=check_number("temperature", cfg.temperature),
     )
 
 
@@ -170,6 +175,12 @@ def validate(cfg: DictConfig, choices: dict | None = None) -> TuningConfig:
     check_choice("field", p.field, FIELDS)
     check_choice("protocol.mode", p.mode, MODES)
     check_dealer(p.name, p.get("dealer"))
+    if cfg.head == "similarity" and cfg.prompt_mode not in SIMILARITY_PROMPT_MODES:
+        raise ValueError(
+            f"head=similarity takes prompt_mode {', '.join(SIMILARITY_PROMPT_MODES)} (the prompt "
+            f"rows are left out of the pooling), got {cfg.prompt_mode!r}; the add modes need "
+            "placeholder tokens in the sentences, which the similarity head does not insert yet"
+        )
     check_choice("network", cfg.network.name, tuple(NETWORKS))
     check_int("protocol.fraction_bits", p.fraction_bits, 1, allow_none=True)
     check_number("protocol.timeout_s", p.timeout_s)
@@ -275,7 +286,8 @@ def load_examples(cfg: DictConfig, task, tokenizer, placeholders: int, limit: in
 
 def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
     """(model config, params, label word ids, train, dev, test batches, metric_fn, main,
-    data_info) with data_info the data source and the rows left out as too long."""
+    data_info) with data_info the data source, the rows left out as too long and, for
+    head=similarity, the label descriptions' Batch under "descriptions" (else None)."""
     if cfg.task.name == planted_task.NAME:
         config, params = model_from_config(cfg)
         A = np.asarray(tuning_projection(tcfg, config, params))
@@ -297,31 +309,42 @@ def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
                 "range), or a real task"
             ) from e
         return (config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy",
-                dict(data="planted"))
+                dict(data="planted", descriptions=None))
 
     from secfwt_jax.model import prompt_extends_sequence
     from secfwt_jax.tasks import encode, get_task, label_word_ids, load_tokenizer
     from secfwt_jax.tasks.metrics import compute_metrics
+    from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences
 
     task = get_task(cfg.task.name)
-    tokenizer = load_tokenizer(cfg.tokenizer)
+    tokenizer = load_tokenizer(checkpoint_tokenizer(cfg))
     config, params = model_from_config(cfg, tokenizer)
     # "add" modes: BBT's placeholder tokens in the row; "cat_pre_ln": the prompt takes positions
+    similarity = cfg.head == "similarity"
     placeholders = 0 if prompt_extends_sequence(tcfg.prompt_mode) else tcfg.prompt_len
     positioned = tcfg.prompt_len if tcfg.prompt_mode == "cat_pre_ln" else 0
     max_len = None if cfg.task.max_len is None else int(cfg.task.max_len)
     examples = load_examples(cfg, task, tokenizer, placeholders, config.max_seq_len - positioned)
     if cfg.test_limit:
         examples["test"] = examples["test"][: int(cfg.test_limit)]
-    splits = {
-        split: encode(task, exs, tokenizer, max_len, positioned, max_positions=config.max_seq_len,
-                      placeholders=placeholders, overlong=cfg.overlong)
-        for split, exs in examples.items()
-    }
-    info = dict(data=cfg.data, label_tokens=cfg.label_tokens, overlong=cfg.overlong,
-                left_out_too_long={s: len(examples[s]) - len(splits[s]) for s in splits})
+    if similarity:  # plain sentences (no template, no <mask>), cut by the tokenizer to fit
+        width = max_len or config.max_seq_len - positioned
+        splits = {split: encode_sentences(task, exs, tokenizer, width, positioned,
+                                          max_positions=config.max_seq_len)
+                  for split, exs in examples.items()}
+    else:
+        splits = {
+            split: encode(task, exs, tokenizer, max_len, positioned,
+                          max_positions=config.max_seq_len, placeholders=placeholders,
+                          overlong=cfg.overlong)
+            for split, exs in examples.items()
+        }
+    info = dict(data=cfg.data, label_tokens=None if similarity else cfg.label_tokens,
+                overlong="truncate" if similarity else cfg.overlong,
+                left_out_too_long={s: len(examples[s]) - len(splits[s]) for s in splits},
+                descriptions=encode_descriptions(task, tokenizer) if similarity else None)
     warn_truncated(splits, info["left_out_too_long"], max_len)
-    words = label_word_ids(task, tokenizer, cfg.label_tokens)
+    words = None if similarity else label_word_ids(task, tokenizer, cfg.label_tokens)
     metric_fn = lambda preds, labels: compute_metrics(task, preds, labels)  # noqa: E731
     return (config, params, words, splits["train"], splits["dev"], splits["test"], metric_fn,
             task.main_metric, info)
@@ -361,6 +384,16 @@ def range_warning(cfg: DictConfig) -> str | None:
             "method.normalize_qk=true bounds it for any input")
 
 
+def checkpoint_tokenizer(cfg: DictConfig):
+    """cfg.tokenizer; when it is null and model.path holds tokenizer files, the checkpoint's
+    own tokenizer (a BERT checkpoint needs its WordPiece vocabulary, not $SECFWT_TOKENIZER)."""
+    if cfg.tokenizer is None and cfg.model.path and any(
+        os.path.isfile(os.path.join(cfg.model.path, f)) for f in ("tokenizer.json", "vocab.json")
+    ):
+        return cfg.model.path
+    return cfg.tokenizer
+
+
 def command_line() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
 
@@ -386,7 +419,7 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
         tuner = DataOwner(
             tcfg, backend, config, model_owner.share_into(backend), model_owner.disclosure(),
             words, metric_fn=metric_fn, main_metric=main, run_dir=run_dir,
-            progress=bool(cfg.progress),
+            progress=bool(cfg.progress), descriptions=data_info.pop("descriptions"),
         ).tuner
         result = tuner.run(train, dev, test, resume=bool(cfg.resume))
         costs = tuner.evaluator.costs
@@ -418,7 +451,8 @@ def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict,
     summary = dict(
         task=cfg.task.name, protocol=p.name, field=p.field, mode=p.mode, model=cfg.model.name,
         **({"dealer": p.dealer} if p.get("dealer") else {}), tls_links=bool(p.get("tls")),
-        method=cfg.method.name, attention=config.attention, activation=config.activation,
+        method=cfg.method.name, head=tcfg.head, attention=config.attention,
+        activation=config.activation,
         rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
         embedding_lookups=tuner.evaluator.lookups, optimizer=tcfg.optimizer,
         prompt_mode=tcfg.prompt_mode, selection=tcfg.selection, loss=tcfg.loss,

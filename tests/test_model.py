@@ -169,8 +169,8 @@ def test_unreachable_hub_name_gives_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_unsupported_config_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="unsupported model_type 'bert'"):
-        ModelConfig.from_hf_dict({**TINY_HF, "model_type": "bert"})
+    with pytest.raises(ValueError, match="unknown model_type 'gpt2'"):
+        ModelConfig.from_hf_dict({**TINY_HF, "model_type": "gpt2"})
     with pytest.raises(ValueError, match="unsupported hidden_act 'relu'"):
         ModelConfig.from_hf_dict({**TINY_HF, "hidden_act": "relu"})
 

@@ -30,6 +30,9 @@ from .checkpoint import load_state, save_state
 from .evaluator import VOCAB_BUCKET, PromptEvaluator
 from .optimizers import make_optimizer
 from .projection import embedding_std, make_projection, prompts_from_z
+from .similarity_evaluator import SimilarityEvaluator
+
+HEADS = ("mlm", "similarity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,8 @@ class TuningConfig:
     A, add after the LayerNorm); sigma0: CMA-ES's initial step (BBT's bbt.py: 0.5).
     vocab_bucket: the secure embedding lookup's sub-vocabulary rounding (PromptEvaluator; 0:
     whole-vocabulary one-hot, nothing but shapes revealed).
+    head: "mlm" (label-word logits at <mask>) or "similarity" (cosine to label descriptions
+    divided by `temperature`, secfwt_jax.similarity; for encoders without an MLM head).
     """
 
     optimizer: str = "cmaes"
@@ -63,6 +68,8 @@ class TuningConfig:
     checkpoint_every: int = 10
     seed: int = 0
     vocab_bucket: int = VOCAB_BUCKET
+    head: str = "mlm"
+    temperature: float = 0.05
 
     @property
     def generations(self) -> int:
@@ -87,6 +94,7 @@ class TuningConfig:
                 and self.sigma0 > 0):
             raise ValueError(f"sigma0 must be a finite number > 0, got {self.sigma0!r}")
         check_choice("selection", self.selection, SELECTIONS)
+        check_choice("head", self.head, HEADS)
         if self.budget < self.popsize:
             raise ValueError(
                 f"budget {self.budget} is smaller than one generation (popsize {self.popsize})"
@@ -153,12 +161,14 @@ class Tuner:
     params: the weights as a backend Handle (already shared by the model owner; then embed_std,
     the model owner's published word-embedding std, is needed for projection="normal") or as
     plaintext arrays (shared here; tests and plaintext runs). principals.DataOwner passes a Handle.
+    With cfg.head "similarity", label_word_ids is not used (pass None) and descriptions is the
+    Batch of label descriptions (secfwt_jax.tasks.sentences.encode_descriptions).
     """
 
     def __init__(
         self, cfg: TuningConfig, backend, model_config, params, label_word_ids, *,
         metric_fn=None, main_metric: str = "accuracy", run_dir: str | None = None,
-        progress: bool = True, embed_std: float | None = None,
+        progress: bool = True, embed_std: float | None = None, descriptions=None,
     ):
         self.cfg, self.backend, self.model_config = cfg, backend, model_config
         self.metric_fn = metric_fn or (lambda p, y: {"accuracy": accuracy(p, y)})
@@ -171,11 +181,19 @@ class Tuner:
         self._ask, self._tell = jax.jit(self.opt.ask), jax.jit(self.opt.tell)
         self.params_handle = (params if isinstance(params, Handle)
                               else backend.put(params, owner="model"))
-        self.evaluator = PromptEvaluator(
-            backend, model_config, self.params_handle, label_word_ids,
+        options = dict(
             prompt_len=cfg.prompt_len, prompt_mode=cfg.prompt_mode, loss=cfg.loss,
             reveal=cfg.reveal, vocab_bucket=cfg.vocab_bucket,
         )
+        if cfg.head == "similarity":
+            if descriptions is None:
+                raise ValueError("head 'similarity' needs the label descriptions (descriptions=)")
+            self.evaluator = SimilarityEvaluator(
+                backend, model_config, self.params_handle, descriptions,
+                temperature=cfg.temperature, **options)
+        else:
+            self.evaluator = PromptEvaluator(
+                backend, model_config, self.params_handle, label_word_ids, **options)
 
     # -- helpers --------------------------------------------------------------------------
 
