@@ -285,6 +285,13 @@ def test_truncation_is_counted_per_split_and_warned(tmp_path, capsys):
     assert s["truncated"] == {"train": 0, "dev": 0, "test": 0}
 
 
+def test_the_similarity_head_refuses_the_add_modes_before_work(tmp_path):
+    with pytest.raises(ValueError, match=r"head=similarity takes prompt_mode cat, cat_pre_ln .*"
+                                         r"got 'add'"):
+        launch(tmp_path, "head=similarity", "prompt_mode=add")
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 # -- 7. values that were reinterpreted or crashed ------------------------------------------
 
 @pytest.mark.parametrize("override, message", [
