@@ -378,6 +378,30 @@ def embed_rows_fn(config: ModelConfig, prompt_mode: str = "cat_pre_ln"):
     return f
 
 
+def tile_population(t, p: int):
+    """(B, ...) -> (P * B, ...): the examples' arrays repeated for each of P candidates."""
+    return jnp.broadcast_to(t[None], (p, *t.shape)).reshape(p * t.shape[0], *t.shape[1:])
+
+
+def population_hidden(mdl, embeds, mask, prompt, prompt_mode: str, trig_masks=None):
+    """Last hidden states (P * B, S, H) of the text rows of P candidate prompts (P, L, H) on B
+    examples (embeds (B, S, H) from `embed_fn`, mask (B, S)), all in one batch: the prompt is
+    inserted or added by `insert_prompt`, the encoder runs (after the embedding LayerNorm in
+    BBT's modes), and the rows of an inserted prompt are dropped again so that row s is the
+    example's token s in every mode. mdl: a bound RobertaMLM (inside `apply`)."""
+    (b, h), (p, prompt_len) = embeds.shape[::2], prompt.shape[:2]
+    prompts = jnp.broadcast_to(prompt[:, None], (p, b, prompt_len, h))
+    prompts = prompts.reshape(p * b, prompt_len, h)
+    x, m = insert_prompt(tile_population(embeds, p), tile_population(mask, p), prompts,
+                         prompt_mode, mdl.prompt_positions(prompt_len))
+    hidden = mdl.encode(x, m, trig_masks, normed=prompt_after_layer_norm(prompt_mode))
+    if prompt_mode == "cat" and prompt_len:  # the prompt before <s>
+        return hidden[:, prompt_len:]
+    if prompt_mode == "cat_pre_ln" and prompt_len:  # the prompt after <s>
+        return jnp.concatenate([hidden[:, :1], hidden[:, 1 + prompt_len:]], axis=1)
+    return hidden
+
+
 def verbalizer_fn(
     config: ModelConfig, label_word_ids: Sequence[int], prompt_mode: str = "cat_pre_ln",
     reveal: Callable | None = None,
@@ -393,7 +417,7 @@ def verbalizer_fn(
     the prompt is inserted (secfwt_jax.secure_trig.model_trig_mask_shape); reveal opens a value
     to the servers (secfwt_jax.backend.masked_trig.reveal_fn; None: identity, plaintext).
     """
-    post_ln = prompt_after_layer_norm(prompt_mode)
+    check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
     model = RobertaMLM(config, reveal)
     label_word_ids = tuple(int(i) for i in label_word_ids)
     if not label_word_ids:
@@ -405,25 +429,16 @@ def verbalizer_fn(
         )
 
     def forward(mdl, embeds, mask, mask_onehot, prompt, trig_masks):
-        (b, s, h), (p, prompt_len) = embeds.shape, prompt.shape[:2]
+        (b, s, h), p = embeds.shape, prompt.shape[0]
         if prompt.shape[2] != h or mask.shape != (b, s) or mask_onehot.shape != (b, s):
             raise ValueError(
                 f"mismatched shapes: embeds {embeds.shape}, mask {mask.shape}, "
                 f"mask_onehot {mask_onehot.shape}, prompt {prompt.shape}; expected (B, S, H), "
                 "(B, S), (B, S), (P, L, H)"
             )
-        tile = lambda t: jnp.broadcast_to(t[None], (p, *t.shape)).reshape(p * b, *t.shape[1:])  # noqa: E731
-        prompts = jnp.broadcast_to(prompt[:, None], (p, b, prompt_len, h))
-        prompts = prompts.reshape(p * b, prompt_len, h)
-        x, m = insert_prompt(
-            tile(embeds), tile(mask), prompts, prompt_mode, mdl.prompt_positions(prompt_len)
-        )
-        hidden = mdl.encode(x, m, trig_masks, normed=post_ln)
-        if prompt_mode == "cat" and prompt_len:  # drop the prompt rows: text rows line up again
-            hidden = hidden[:, prompt_len:]
-        elif prompt_mode == "cat_pre_ln" and prompt_len:
-            hidden = jnp.concatenate([hidden[:, :1], hidden[:, 1 + prompt_len:]], axis=1)
-        h_mask = jnp.einsum("ns,nsh->nh", tile(mask_onehot).astype(hidden.dtype), hidden)
+        hidden = population_hidden(mdl, embeds, mask, prompt, prompt_mode, trig_masks)
+        h_mask = jnp.einsum("ns,nsh->nh", tile_population(mask_onehot, p).astype(hidden.dtype),
+                            hidden)
         return mdl.label_word_logits(h_mask, label_word_ids).reshape(p, b, -1)
 
     def f(params, embeds, mask, mask_onehot, prompt, trig_masks=None):

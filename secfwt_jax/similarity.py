@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig, check_choice
-from .model import RobertaMLM, insert_prompt, prompt_after_layer_norm
+from .model import RobertaMLM, population_hidden, tile_population
 
 # Default temperature of the cosine scores (sentence-transformers' MultipleNegativesRankingLoss
 # uses scale 20 = 1 / 0.05).
@@ -73,32 +73,21 @@ def similarity_fn(
     `model.verbalizer_fn`.
     """
     check_choice("prompt_mode", prompt_mode, SIMILARITY_PROMPT_MODES)
-    post_ln = prompt_after_layer_norm(prompt_mode)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     model = RobertaMLM(config, reveal)
 
     def forward(mdl, embeds, mask, prompt, label_embeds, trig_masks):
-        (b, s, h), (p, prompt_len) = embeds.shape, prompt.shape[:2]
+        (b, s, h), p = embeds.shape, prompt.shape[0]
         if prompt.shape[2] != h or mask.shape != (b, s) or label_embeds.shape[-1] != h:
             raise ValueError(
                 f"mismatched shapes: embeds {embeds.shape}, mask {mask.shape}, prompt "
                 f"{prompt.shape}, label_embeds {label_embeds.shape}; expected (B, S, H), (B, S), "
                 "(P, L, H), (C, H)"
             )
-        tile = lambda t: jnp.broadcast_to(t[None], (p, *t.shape)).reshape(p * b, *t.shape[1:])  # noqa: E731
-        prompts = jnp.broadcast_to(prompt[:, None], (p, b, prompt_len, h))
-        prompts = prompts.reshape(p * b, prompt_len, h)
-        x, m = insert_prompt(
-            tile(embeds), tile(mask), prompts, prompt_mode, mdl.prompt_positions(prompt_len)
-        )
-        hidden = mdl.encode(x, m, trig_masks, normed=post_ln)
-        # pool the text tokens only (module docstring): drop the prompt rows
-        if prompt_mode == "cat" and prompt_len:  # BBT's cat: the prompt before <s>
-            hidden = hidden[:, prompt_len:]
-        elif prompt_mode == "cat_pre_ln" and prompt_len:  # the prompt after <s>
-            hidden = jnp.concatenate([hidden[:, :1], hidden[:, 1 + prompt_len:]], axis=1)
-        sentence = normalized_pool(hidden, tile(mask))
+        # the text tokens only are pooled (module docstring): the prompt rows are dropped
+        hidden = population_hidden(mdl, embeds, mask, prompt, prompt_mode, trig_masks)
+        sentence = normalized_pool(hidden, tile_population(mask, p))
         return (sentence @ label_embeds.T / temperature).reshape(p, b, -1)
 
     def f(params, embeds, mask, mask_onehot, prompt, label_embeds, trig_masks=None):
