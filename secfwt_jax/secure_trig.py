@@ -61,7 +61,9 @@ def secret_uniform_bits(
     if not 0 <= bits <= 62:
         raise ValueError(f"bits must be in 0..62, got {bits}")
     if rng is not None:
-        return np.random.default_rng(rng).integers(0, 2**bits, size=shape, dtype=np.int64)
+        # a caller's seed or Generator: reproducible, NOT secret (tests and studies only)
+        seeded = np.random.default_rng(rng)  # test-only
+        return seeded.integers(0, 2**bits, size=shape, dtype=np.int64)
     n = math.prod(shape)
     words = np.frombuffer(os.urandom(8 * n), dtype=np.uint64).reshape(shape)
     # the low `bits` bits of a uniform 64-bit word are uniform on [0, 2^bits): no modulo bias
@@ -123,7 +125,7 @@ def make_trig_masks(
             f"{fraction_bits}, got {mask_bits}"
         )
     if rng is not None:
-        rng = np.random.default_rng(rng)
+        rng = np.random.default_rng(rng)  # test-only seed (not secret); None: os.urandom
     shape = tuple(int(s) for s in shape)
     total_bits = mask_bits + fraction_bits
     limbs = []

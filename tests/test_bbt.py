@@ -31,9 +31,8 @@ import pytest
 
 from secfwt_jax.config import ModelConfig
 from secfwt_jax.model import RobertaMLM, embed_fn, init_params, position_ids, verbalizer_fn
-from secfwt_jax.tasks import encode, label_word_ids, load_tokenizer
+from secfwt_jax.tasks import encode, label_word_ids, load_full_train, load_split, load_tokenizer
 from secfwt_jax.tasks.bbt_split import load_bbt_test
-from secfwt_jax.tasks.data import load_full_train, load_split
 from secfwt_jax.tuning.evaluator import check_placeholders
 from secfwt_jax.tuning.loop import bbt_dev_calls, select_on_dev
 

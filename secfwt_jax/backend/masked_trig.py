@@ -77,7 +77,7 @@ def model_trig_masks_for(
     """One call's masks for a model with rfa_trig="masked": a list with one mask pytree per
     layer for shape (2, n_sequences, heads, seq_len, num_features) (see trig_masks_for)."""
     if rng is not None:  # a seed: reproducible, not secret (tests only)
-        rng = np.random.default_rng(rng)
+        rng = np.random.default_rng(rng)  # test-only; None: os.urandom
     shape = model_trig_mask_shape(config, n_sequences, seq_len)
     return [
         trig_masks_for(backend, shape, mask_bits, rng) for _ in range(config.num_hidden_layers)

@@ -1,7 +1,7 @@
 """Tasks and data: templates and label words (registry), loaders (data), token ids (encode),
 metrics."""
 
-from secfwt_jax.tasks.bbt_split import load_bbt_test
+from secfwt_jax.tasks.bbt_split import load_bbt_test, load_full_train
 from secfwt_jax.tasks.data import (
     ENV_DATA_DIR,
     HF_SOURCES,
@@ -9,7 +9,6 @@ from secfwt_jax.tasks.data import (
     DatasetLoadError,
     Example,
     examples_from_hf,
-    load_full_train,
     load_hf,
     load_split,
     read_tsv,

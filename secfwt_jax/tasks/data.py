@@ -319,25 +319,6 @@ def load_split(
     return read_tsv(path, t, fmt)
 
 
-def load_full_train(task: Task | str, data_dir: str | os.PathLike | None = None) -> list[Example]:
-    """The task's full training set from the local directory (sst2, mrpc, rte have one), e.g.
-    as input to `true_few_shot`. FileNotFoundError when the local copy has none."""
-    t = as_task(task)
-    layout = _layout(t)
-    root = resolve_data_dir(data_dir)
-    if layout.full_train is None:
-        with_full = [n for n, lay in LOCAL_LAYOUTS.items() if lay.full_train is not None]
-        raise FileNotFoundError(
-            f"no local full training set for task {t.name!r}; tasks with one: "
-            f"{', '.join(with_full)}; others: load_hf({t.name!r}, 'train')"
-        )
-    name, fmt = layout.full_train
-    path = root / layout.dirname / name
-    if not path.is_file():
-        raise FileNotFoundError(f"no file {str(path)!r} (the full training set of {t.name!r})")
-    return read_tsv(path, t, fmt)
-
-
 def _hf_source(task: Task) -> HfSource:
     if task.name not in HF_SOURCES:
         raise ValueError(

@@ -85,6 +85,19 @@ def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     return list(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
 
 
+def check_lengths(max_len: int, prompt_len: int, max_positions: int, min_len: int = 1) -> None:
+    """ValueError unless max_len >= min_len, prompt_len >= 0 and the two fit in max_positions
+    (the position table, RoBERTa: 512 usable)."""
+    if max_len < min_len or prompt_len < 0:
+        raise ValueError(f"need max_len >= {min_len} and prompt_len >= 0, got {max_len} and "
+                         f"{prompt_len}")
+    if max_len + prompt_len > max_positions:
+        raise ValueError(
+            f"max_len {max_len} + prompt_len {prompt_len} = {max_len + prompt_len} exceeds "
+            f"max_positions {max_positions}"
+        )
+
+
 def label_word_ids(task: Task | str, tokenizer, style: str = "bbt") -> tuple[int, ...]:
     """Token id of each label word, in label-id order (see the registry's docstring).
 
@@ -195,13 +208,7 @@ def encode(
         max_len, pad_to_longest = max_positions - prompt_len, True
     else:
         pad_to_longest = False
-    if max_len < 1 or prompt_len < 0:
-        raise ValueError(f"need max_len >= 1 and prompt_len >= 0, got {max_len} and {prompt_len}")
-    if max_len + prompt_len > max_positions:
-        raise ValueError(
-            f"max_len {max_len} + prompt_len {prompt_len} = {max_len + prompt_len} exceeds "
-            f"max_positions {max_positions}"
-        )
+    check_lengths(max_len, prompt_len, max_positions)
     special = {
         "<s>": tokenizer.cls_token_id, "</s>": tokenizer.sep_token_id,
         "<pad>": tokenizer.pad_token_id, "<mask>": tokenizer.mask_token_id,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .encode import ROBERTA_MAX_POSITIONS, Batch
+from .encode import ROBERTA_MAX_POSITIONS, Batch, check_lengths
 from .registry import Task, as_task
 
 LABEL_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
@@ -62,13 +62,7 @@ def encode_sentences(
     `encode.encode` ("cat_pre_ln" soft prompts take positions too).
     """
     t = as_task(task)
-    if max_len < 3 or prompt_len < 0:
-        raise ValueError(f"need max_len >= 3 and prompt_len >= 0, got {max_len} and {prompt_len}")
-    if max_len + prompt_len > max_positions:
-        raise ValueError(
-            f"max_len {max_len} + prompt_len {prompt_len} = {max_len + prompt_len} exceeds "
-            f"max_positions {max_positions}"
-        )
+    check_lengths(max_len, prompt_len, max_positions, min_len=3)
     fields = t.text_fields
     texts = []
     for field in fields:
