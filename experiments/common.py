@@ -422,3 +422,31 @@ def warm_up(backend) -> None:
 
     x = np.linspace(-1, 1, 64, dtype=np.float32)
     backend.compile(warm)(x, x[::-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The attention benchmark's fixed setting (attention_cell, attention_trig, attention_grid and
+# attention_report read the same one)
+
+ATTENTION_KERNELS = ("softmax_naive", "softmax_puma", "rfa_builtin", "rfa_masked", "favor", "2quad")
+ATTENTION_PROTOCOLS = ("aby3", "semi2k", "cheetah")
+# one roberta-base-shaped layer: q, k, v from x ~ N(0, 1) (seq, 768) and W ~ N(0, 0.02)
+ATTENTION_LAYER = dict(hidden=768, heads=12, head_dim=64, init_std=0.02, num_features=64,
+                       feature_kind="orthogonal")
+# |x| <= 64 rad (|x'| <= 10.2 turns): the documented input range of the masked trig bench
+TRIG_RANGE_RAD = 64.0
+
+
+def attention_setting(backend, extra: dict | None = None) -> dict:
+    """The "setting" of an attention-benchmark record: the backend's protocol, mode, field and
+    fraction bits, the layer's shape and inputs, what was measured, and `extra`."""
+    a = ATTENTION_LAYER
+    return {
+        "protocol": backend.name, "mode": getattr(backend, "mode", None), "field": backend.field,
+        "fraction_bits": backend.fraction_bits, "heads": a["heads"], "head_dim": a["head_dim"],
+        "batch": 1, "hidden": a["hidden"], "init_std": a["init_std"],
+        "num_features": a["num_features"], "feature_kind": a["feature_kind"],
+        "inputs": "x ~ N(0,1) (seq, 768), W ~ N(0, 0.02)",
+        "measured": "attention kernel alone, one warm call, compile time excluded",
+        **(extra or {}),
+    }
