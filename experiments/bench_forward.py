@@ -42,8 +42,9 @@ class Config(common.AppConfig):
     attention=[softmax,rfa] protocols=[aby3,semi2k,cheetah] mode=sim|mp]`: forward.json,
     forward.md and config.yaml in the run directory (hydra.run.dir)."""
 
-    defaults: list = dataclasses.field(default_factory=common.hydra_defaults({"model": "tiny"}))
-    hydra: dict = dataclasses.field(default_factory=common.hydra_settings(
+    defaults: list[Any] = dataclasses.field(
+        default_factory=common.hydra_defaults({"model": "tiny"}))
+    hydra: Any = dataclasses.field(default_factory=common.hydra_settings(
         "outputs/bench_forward/${now:%Y-%m-%d_%H-%M-%S}"))
     # model group (tiny | roberta-base | roberta-large | local model.path=DIR)
     model: common.ModelGroup = dataclasses.field(default_factory=common.ModelGroup)

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+import common
 from hydra.experimental.callback import Callback
 
 COLUMNS = ("protocol", "optimizer", "method", "task", "model", "queries", "final_loss",
@@ -54,16 +55,16 @@ def summary_table(sweep_dir: str) -> str:
         return "\n".join([f"no finished run (summary.json) under {sweep_dir}",
                           *failed_lines(sweep_dir)])
     head = [*COLUMNS, "lan_s (modelled)", "wan100_s (modelled)", "bytes vs first"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     first = rows[0]["bytes_total"] or None
+    cells = []
     for r in rows:
         est = r.get("network_estimates", {})
         ratio = f"{r['bytes_total'] / first:.3g}x" if first else "-"
-        cells = [_fmt(r.get(c)) for c in COLUMNS] + [
+        cells.append([_fmt(r.get(c)) for c in COLUMNS] + [
             _fmt(est.get("lan", {}).get("total_s")), _fmt(est.get("wan100", {}).get("total_s")),
             ratio,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        ])
+    lines = common.markdown_table(head, cells)
     lines.append("")
     lines.append(f"Command: `{rows[0].get('command', '')}`")
     return "\n".join(lines + failed_lines(sweep_dir))

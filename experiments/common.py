@@ -78,7 +78,10 @@ def hydra_settings(run_dir: str = ".") -> Callable[[], dict]:
 @dataclasses.dataclass
 class AppConfig:
     """Base of every script's structured config. `defaults` and `hydra` are read by Hydra and
-    are not part of the composed config (`--cfg job` does not show them)."""
+    are not part of the composed config (`--cfg job` does not show them); a subclass that
+    changes them keeps their types (`defaults: list[Any] = field(default_factory=
+    hydra_defaults({"model": "tiny"}))`, `hydra: Any = field(default_factory=
+    hydra_settings("outputs/x"))`)."""
 
     defaults: list[Any] = dataclasses.field(default_factory=hydra_defaults())
     hydra: Any = dataclasses.field(default_factory=hydra_settings())
@@ -105,6 +108,13 @@ def hydra_app(config_class: type, name: str) -> Callable:
     in sys.argv (`legacy_overrides`) and runs `fn` under `hydra.main`. The config groups under
     conf/ are searched only when the config's defaults name one (else a field called `model`
     would be read as the group)."""
+    hints = typing.get_type_hints(config_class)
+    if hints.get("hydra") is not Any or hints.get("defaults") != list[Any]:
+        # a `hydra: dict` field replaces Hydra's own node (hydra.mode is lost: an
+        # AssertionError deep in Hydra), so the two fields must keep AppConfig's types
+        raise TypeError(f"{config_class.__name__}: declare `defaults: list[Any]` and "
+                        f"`hydra: Any` (as AppConfig does), got {hints.get('defaults')} and "
+                        f"{hints.get('hydra')}")
     ConfigStore.instance().store(name=name, node=config_class)
     uses_groups = any(isinstance(d, dict) and not any(k.startswith("override ") for k in d)
                       for d in config_class().defaults)

@@ -19,6 +19,7 @@ from secfwt_jax.tuning.records import RunDirError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONF = str(ROOT / "experiments" / "conf")
+sys.path.insert(0, str(ROOT / "experiments"))  # the scripts' toolkit, experiments/common.py
 
 
 def _load(name):

@@ -1,0 +1,133 @@
+"""experiments/: one toolkit (common.py), no script importing another, every script a Hydra
+app whose documented legacy command lines still parse, protocol configs on one base."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+
+import common  # noqa: E402
+
+
+def imported_modules(path: pathlib.Path) -> set[str]:
+    """Top-level names of every module `path` imports (absolute imports, anywhere in it)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_experiments_file_imports_another_script():
+    scripts = {p.stem for p in EXPERIMENTS.glob("*.py")} - {"common"}
+    offenders = {p.name: sorted(imported_modules(p) & scripts)
+                 for p in sorted(EXPERIMENTS.glob("*.py"))}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_toolkit_scripts_do_not_edit_sys_path():
+    # `python experiments/x.py` puts experiments/ on sys.path; secfwt_jax is installed
+    users = [p for p in EXPERIMENTS.glob("*.py") if "common" in imported_modules(p)]
+    assert len(users) >= 10
+    assert [p.name for p in users if "sys.path" in p.read_text()] == []
+
+
+@pytest.mark.parametrize("command, expected", [
+    # the project brief's command, and others from README.md and results/ records
+    ("bench_simulation.py --model roberta-large", "model: roberta-large"),
+    ("bench_simulation.py --model tiny --cases tuning --out results/simulation/end_to_end",
+     "out: results/simulation/end_to_end"),
+    ("bench_optimizer.py --threads 1 --generations 20 --repeats 5 --quality-dims",
+     "quality_dims: []"),
+    ("bench_public_mask.py --model roberta-base --layers 1 --seq 128", "seq: 128"),
+    ("bench_attention.py cell --attention softmax_puma --protocol cheetah --seq-len 512 "
+     "--head-chunks 3", "head_chunks: 3"),
+    ("bench_attention.py trig --protocols aby3 --n 196608", "'n': 196608"),
+    ("bench_forward.py model=roberta-base layers=1 'protocols=[aby3,semi2k]'", "- semi2k"),
+    ("attention_error.py", "seq_len: 128"),
+    ("attention_grid.py --force --seq-lens 64 128", "force: true"),
+    ("attention_report.py", "records: null"),
+    ("bench_tls.py --protocol aby3", "repeats: 5"),
+    ("probe_dealers.py", "out: results/dealer"),
+    ("probe_eigh_threads.py", "rounds: 3"),
+    ("relabel_dealer.py 'dirs=[results/batching]'", "- results/batching"),
+])
+def test_documented_command_composes_its_config(command, expected):
+    import shlex
+
+    script, *args = shlex.split(command)
+    out = subprocess.run([sys.executable, str(EXPERIMENTS / script), *args, "--cfg", "job"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert expected in out.stdout.splitlines()
+
+
+def test_legacy_arguments_become_hydra_overrides():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Config(common.AppConfig):
+        seq_len: int = 1
+        fast: bool = False
+        dims: list[int] = dataclasses.field(default_factory=list)
+        name: str | None = None
+
+    got = common.legacy_overrides(
+        ["--seq-len", "4", "--fast", "--dims", "1", "2", "--name=a b", "x=1", "--cfg", "job"],
+        Config)
+    assert got == ["seq_len=4", "fast=true", "dims=[1,2]", "name='a b'", "x=1", "--cfg", "job"]
+    assert common.legacy_overrides(["--dims", "--fast"], Config) == ["dims=[]", "fast=true"]
+    assert common.legacy_overrides(["--dims", "3,4"], Config) == ["dims=[3,4]"]
+    with pytest.raises(SystemExit, match="unknown argument '--bogus'; accepted: .*seq_len"):
+        common.legacy_overrides(["--bogus", "1"], Config)
+
+
+def test_a_config_that_retypes_hydra_settings_is_refused():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Config(common.AppConfig):
+        hydra: dict = dataclasses.field(default_factory=common.hydra_settings("x"))
+
+    with pytest.raises(TypeError, match="declare `defaults: list\\[Any\\]` and `hydra: Any`"):
+        common.hydra_app(Config, "retyped")
+
+
+def test_command_line_is_the_line_as_typed():
+    assert common.command_line(["experiments/x.py", "--a", "b c"]) == \
+        "python experiments/x.py --a 'b c'"
+
+
+def test_markdown_table_renders_header_rule_and_rows():
+    assert common.markdown_table(["a", "b"], [[1, "x"], [2.5, None]]) == [
+        "| a | b |", "|---|---|", "| 1 | x |", "| 2.5 | None |"]
+
+
+def test_record_choice_median_and_latest_ok():
+    assert common.median_item([3.0, 1.0, 2.0], key=float) == 2.0
+    recs = [dict(k=1, status="ok", unix_time=1, v="old"),
+            dict(k=1, status="not_run", unix_time=2, v="failed rerun"),
+            dict(k=2, status="not_run", unix_time=1, v="only")]
+    latest = common.latest_per_key(recs, key=lambda r: r["k"])
+    assert (latest[1]["v"], latest[2]["v"]) == ("old", "only")
+
+
+def test_protocol_configs_share_one_base():
+    protocols = EXPERIMENTS / "conf" / "protocol"
+    base = yaml.safe_load((protocols / "base.yaml").read_text())
+    for path in protocols.glob("*.yaml"):
+        if path.name == "base.yaml":
+            continue
+        cfg = yaml.safe_load(path.read_text())
+        assert cfg["defaults"] == ["base", "_self_"], path.name
+        assert cfg["name"] == path.stem
+        assert not set(cfg) & (set(base) - {"name"}), f"{path.name} repeats base keys"
