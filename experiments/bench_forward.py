@@ -241,22 +241,21 @@ def markdown(records: list[dict]) -> str:
     from secfwt_jax.backend.common import protocol_label
 
     mb = 1e6
-    head = (
-        "| protocol | attention | activation | rfa trig | wall s | MB sent per party | "
-        "MB total | send actions per party | LAN s | WAN100 s | WAN200 s | max abs err |"
-    )
-    lines = [head, "|" + "---|" * 12]
+    rows = []
     for r in records:
         m, n, s = r["measured"], r["modelled"]["networks"], r["setting"]
-        lines.append(
-            f"| {protocol_label(r['protocol'], s.get('dealer'))} | {s['attention']} | "
-            f"{s['activation']} | {s['rfa_trig']} | "
-            f"{m['wall_s']:.3g} | {' / '.join(f'{b / mb:.3g}' for b in m['bytes_sent'])} | "
-            f"{m['bytes_total'] / mb:.4g} | {' / '.join(map(str, m['send_actions']))} | "
-            f"{n['lan']['total_s']:.3g} | {n['wan100']['total_s']:.3g} | "
-            f"{n['wan200']['total_s']:.3g} | {m['max_abs_err']:.2e}"
-            f"{' WRONG' if 'wrong' in r else ''} |"
-        )
+        rows.append([
+            protocol_label(r["protocol"], s.get("dealer")), s["attention"], s["activation"],
+            s["rfa_trig"], f"{m['wall_s']:.3g}",
+            " / ".join(f"{b / mb:.3g}" for b in m["bytes_sent"]), f"{m['bytes_total'] / mb:.4g}",
+            " / ".join(map(str, m["send_actions"])), f"{n['lan']['total_s']:.3g}",
+            f"{n['wan100']['total_s']:.3g}", f"{n['wan200']['total_s']:.3g}",
+            f"{m['max_abs_err']:.2e}" + (" WRONG" if "wrong" in r else ""),
+        ])
+    lines = common.markdown_table(
+        ["protocol", "attention", "activation", "rfa trig", "wall s", "MB sent per party",
+         "MB total", "send actions per party", "LAN s", "WAN100 s", "WAN200 s", "max abs err"],
+        rows)
     s = records[0]["setting"] if records else {}
     notes = [
         "",

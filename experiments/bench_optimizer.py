@@ -255,39 +255,34 @@ def markdown(rec: dict) -> str:
         f"{rec['setting']['jax']}, cma "
         f"{rec['setting']['cma']}, numpy {rec['setting']['numpy']}.",
         "",
-        "| d | lambda | ours ms/gen | pycma ms/gen | pycma / ours (paired median) | ours compile s "
-        "| eigh every (ours / pycma gap) | composed: ours / pycma ms, ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        *common.markdown_table(
+            ["d", "lambda", "ours ms/gen", "pycma ms/gen", "pycma / ours (paired median)",
+             "ours compile s", "eigh every (ours / pycma gap)", "composed: ours / pycma ms, ratio"],
+            [[s["dim"], s["popsize"], s["ours_median_ms"], s["pycma_median_ms"],
+              f"{s['speedup_paired_median']}x", s["ours_compile_s"],
+              f"{s['eigen_interval_ours']} / {s['lazy_update_gap_pycma']:.2f}",
+              f"{s['ours_composed_ms']} / {s['pycma_composed_ms']}, {s['speedup_composed']}x"]
+             for s in rec["speed"]]),
+        "", "ms/gen: a block's ask + tell time / its generations, median over blocks; "
+        "the paired ratio is the median of per-repeat ratios (adjacent blocks). Composed: "
+        "median single calls, a decomposing call weighted by 1 / interval (robust to load "
+        "spikes that hit a whole block).", "",
+        "Where the time goes (median ms per call):", "",
     ]
-    for s in rec["speed"]:
-        lines.append(
-            f"| {s['dim']} | {s['popsize']} | {s['ours_median_ms']} | {s['pycma_median_ms']} | "
-            f"{s['speedup_paired_median']}x | {s['ours_compile_s']} | {s['eigen_interval_ours']}"
-            f" / {s['lazy_update_gap_pycma']:.2f} | {s['ours_composed_ms']} / "
-            f"{s['pycma_composed_ms']}, {s['speedup_composed']}x |"
-        )
-    lines += ["", "ms/gen: a block's ask + tell time / its generations, median over blocks; "
-              "the paired ratio is the median of per-repeat ratios (adjacent blocks). Composed: "
-              "median single calls, a decomposing call weighted by 1 / interval (robust to load "
-              "spikes that hit a whole block).", "",
-              "Where the time goes (median ms per call):", "",
-              "| d | ours ask | ours tell | ours tell with eigh | pycma ask | pycma ask with "
-              "eigh | pycma tell |", "|---|---|---|---|---|---|---|"]
-    for s in rec["speed"]:
-        b = s["breakdown_median_ms"]
-        lines.append(
-            f"| {s['dim']} | {b['ours_ask']} | {b['ours_tell_without_eigh']} | "
-            f"{b['ours_tell_with_eigh']} | {b['pycma_ask_without_eigh']} | "
-            f"{b['pycma_ask_with_eigh']} | {b['pycma_tell']} |"
-        )
+    breakdown = [s["breakdown_median_ms"] for s in rec["speed"]]
+    lines += common.markdown_table(
+        ["d", "ours ask", "ours tell", "ours tell with eigh", "pycma ask", "pycma ask with eigh",
+         "pycma tell"],
+        [[s["dim"], b["ours_ask"], b["ours_tell_without_eigh"], b["ours_tell_with_eigh"],
+          b["pycma_ask_without_eigh"], b["pycma_ask_with_eigh"], b["pycma_tell"]]
+         for s, b in zip(rec["speed"], breakdown)])
     if rec["quality"]:
-        lines += ["", "Search quality: evaluations to sphere < 1e-8 (median over seeds):", "",
-                  "| d | eigh every (lazy) | ours lazy | ours every generation | pycma |",
-                  "|---|---|---|---|---|"]
-        for q in rec["quality"]:
-            m = q["median"]
-            lines.append(f"| {q['dim']} | {q['eigen_interval_lazy']} | {m['ours_lazy']} | "
-                         f"{m['ours_every_generation']} | {m['pycma']} |")
+        lines += ["", "Search quality: evaluations to sphere < 1e-8 (median over seeds):", ""]
+        lines += common.markdown_table(
+            ["d", "eigh every (lazy)", "ours lazy", "ours every generation", "pycma"],
+            [[q["dim"], q["eigen_interval_lazy"], q["median"]["ours_lazy"],
+              q["median"]["ours_every_generation"], q["median"]["pycma"]]
+             for q in rec["quality"]])
     return "\n".join(lines) + "\n"
 
 

@@ -387,22 +387,18 @@ def markdown(info: dict, rows: list, end_to_end: dict | None = None) -> str:
         f"{s['total_seq']}); lambda = {s['popsize']} candidates per generation; budget "
         f"{s['budget_queries']} queries = {s['budget_queries'] // s['popsize']} generations; "
         f"float32 matmul precision: {s['matmul_precision']}",
-        "",
-        "| case | dtype | devices | compile s | s / generation | queries / s | sequences / s "
-        "| budget s | budget s + compile | timed gens | max loss diff vs f32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    if not rows:  # the tuning case alone: no per-case table
-        lines = lines[:-3]
-    for r in rows:
-        diff = r["max_loss_diff_vs_float32"]
-        lines.append(
-            f"| {r['case']} | {r['dtype']} | {r['devices']} | {r['compile_s']:.1f} | "
-            f"{r['generation_s_median']:.4g} | {r['queries_per_s']:.4g} | "
-            f"{r['sequences_per_s']:.4g} | {r['budget_s']:.4g} | "
-            f"{r['budget_s_with_compile']:.4g} | {r['timed_generations']} | "
-            f"{'-' if diff is None else f'{diff:.2e}'} |"
-        )
+    if rows:  # the tuning case alone: no per-case table
+        lines += [""] + common.markdown_table(
+            ["case", "dtype", "devices", "compile s", "s / generation", "queries / s",
+             "sequences / s", "budget s", "budget s + compile", "timed gens",
+             "max loss diff vs f32"],
+            [[r["case"], r["dtype"], r["devices"], f"{r['compile_s']:.1f}",
+              f"{r['generation_s_median']:.4g}", f"{r['queries_per_s']:.4g}",
+              f"{r['sequences_per_s']:.4g}", f"{r['budget_s']:.4g}",
+              f"{r['budget_s_with_compile']:.4g}", r["timed_generations"],
+              "-" if r["max_loss_diff_vs_float32"] is None
+              else f"{r['max_loss_diff_vs_float32']:.2e}"] for r in rows])
     lines.append("")
     if any(r["budget_extrapolated"] for r in rows):
         lines.append(
@@ -428,13 +424,14 @@ def markdown(info: dict, rows: list, end_to_end: dict | None = None) -> str:
             f"## End-to-end tuning run (plaintext, not extrapolated): {e['optimizer']}, d = "
             f"{e['intrinsic_dim']}",
             "",
-            "| queries | generations | dev checks | total s | setup s | loop s | outside loop s "
-            "| generation 1 s | s / generation | s / generation with dev check | queries / s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-            f"| {e['queries']} | {e['generations']} | {e['dev_checks']} | {e['total_s']:.4g} | "
-            f"{e['setup_s']:.4g} | {e['loop_s']:.4g} | {e['outside_loop_s']:.4g} | "
-            f"{e['first_generation_s']:.4g} | {'-' if gen is None else f'{gen:.4g}'} | "
-            f"{'-' if dev is None else f'{dev:.4g}'} | {e['queries_per_s']:.4g} |",
+            *common.markdown_table(
+                ["queries", "generations", "dev checks", "total s", "setup s", "loop s",
+                 "outside loop s", "generation 1 s", "s / generation",
+                 "s / generation with dev check", "queries / s"],
+                [[e["queries"], e["generations"], e["dev_checks"], f"{e['total_s']:.4g}",
+                  f"{e['setup_s']:.4g}", f"{e['loop_s']:.4g}", f"{e['outside_loop_s']:.4g}",
+                  f"{e['first_generation_s']:.4g}", "-" if gen is None else f"{gen:.4g}",
+                  "-" if dev is None else f"{dev:.4g}", f"{e['queries_per_s']:.4g}"]]),
             "",
             "Timed: secfwt_jax.tuning.loop.Tuner on the plaintext backend (setup: projection, "
             "optimizer, evaluator; run: sharing the examples, the zero-prompt train evaluation, "
