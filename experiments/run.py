@@ -141,8 +141,19 @@ def declared_keys(choices: dict) -> dict[str, set]:
     top = OmegaConf.load(os.path.join(CONF_DIR, "config.yaml"))
     out = {"": set(top) - {"defaults", "hydra"}}
     for group in GROUPS:
-        out[group] = set(OmegaConf.load(os.path.join(CONF_DIR, group, f"{choices[group]}.yaml")))
+        out[group] = option_keys(group, choices[group])
     return out
+
+
+def option_keys(group: str, option: str) -> set:
+    """Keys of conf/<group>/<option>.yaml with those of the options it extends through its
+    defaults list (every protocol extends conf/protocol/base.yaml)."""
+    conf = OmegaConf.load(os.path.join(CONF_DIR, group, f"{option}.yaml"))
+    keys = set(conf) - {"defaults"}
+    for parent in conf.get("defaults", []):
+        if parent != "_self_":
+            keys |= option_keys(group, parent)
+    return keys
 
 
 def check_known_keys(cfg: DictConfig, choices: dict) -> None:
