@@ -25,22 +25,55 @@ are computed in plaintext from random token ids and shared per call, like the pr
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import json
-import os
-import shlex
 import sys
 import time
+from typing import Any
 
-import hydra
+import common
 import numpy as np
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from omegaconf import DictConfig, ListConfig
 
 
-def command_line() -> str:
-    return "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """`python experiments/bench_forward.py model=<preset> [layers=N seq_len=..
+    attention=[softmax,rfa] protocols=[aby3,semi2k,cheetah] mode=sim|mp]`: forward.json,
+    forward.md and config.yaml in the run directory (hydra.run.dir)."""
+
+    defaults: list = dataclasses.field(default_factory=common.hydra_defaults({"model": "tiny"}))
+    hydra: dict = dataclasses.field(default_factory=common.hydra_settings(
+        "outputs/bench_forward/${now:%Y-%m-%d_%H-%M-%S}"))
+    # model group (tiny | roberta-base | roberta-large | local model.path=DIR)
+    model: common.ModelGroup = dataclasses.field(default_factory=common.ModelGroup)
+    layers: int | None = None  # override the number of encoder layers (presets only)
+    seq_len: int = 16  # tokens the encoder sees per sequence, soft prompt included
+    batch: int = 1  # B examples
+    prompts: int = 1  # P candidate prompts (one call runs P x B sequences)
+    prompt_len: int = 0  # L soft-prompt tokens (cat mode), part of seq_len
+    attention: Any = dataclasses.field(default_factory=lambda: ["softmax", "rfa"])  # name or list
+    activation: Any = None  # a name or a list; null: the model's (gelu)
+    # builtin (SPU's cos/sin) and/or masked (one-round masked cos/sin)
+    rfa_trig: Any = dataclasses.field(default_factory=lambda: ["builtin"])
+    num_features: int = 64  # RFA random features
+    # l2-normalised q/k: RFA's exp(|k|^2/2) <= e^0.5, inside FM64's range for any input
+    # (docs/masked_trig.md). false: the random tiny model's keys overflow FM64 and the secure
+    # logits are wrong (caught by max_abs_err_limit)
+    normalize_qk: bool = True
+    # a secure output further than this from plaintext (same variant) is marked wrong in the
+    # record and the run exits 1 (fixed-point error alone is <= 2e-3 in results/forward)
+    max_abs_err_limit: float = 0.05
+    num_labels: int = 2  # C label words (random vocabulary ids)
+    protocols: list[str] = dataclasses.field(default_factory=lambda: ["aby3", "semi2k", "cheetah"])
+    # semi2k's Beaver triples: required with semi2k; only trusted_first_party exists (insecure
+    # against party 0; docs/backend.md "Dealer")
+    dealer: str | None = None
+    mode: str = "sim"  # sim (parties as threads) | mp (one process per party, brpc loopback)
+    field: str = "FM64"
+    fraction_bits: int | None = None  # null: SPU's default for the field (18 for FM64)
+    timeout_s: float = 600  # a party silent this long fails the run (large models: raise it)
+    seed: int = 0
 
 
 def as_list(value) -> list:
@@ -64,8 +97,6 @@ def variants(cfg: DictConfig) -> list[dict]:
 
 def model_for(cfg: DictConfig, variant: dict):
     """(ModelConfig, params, weights description) for the model group and a variant."""
-    from secfwt_jax import ModelConfig, init_params, load_pretrained
-
     over = dict(
         attention=variant["attention"], rfa_trig=variant["rfa_trig"],
         num_features=int(cfg.num_features), normalize_qk=bool(cfg.normalize_qk),
@@ -73,47 +104,21 @@ def model_for(cfg: DictConfig, variant: dict):
     if variant["activation"]:
         over["activation"] = variant["activation"]
     layers = cfg.layers if cfg.layers is not None else cfg.model.layers
-    if cfg.model.path:
-        if layers:
-            raise ValueError("layers applies to presets only, not to a checkpoint")
-        model, params = load_pretrained(cfg.model.path, **over)
-        return model.config, params, f"checkpoint {cfg.model.path}"
-    if layers:
-        over["num_hidden_layers"] = int(layers)
-    if cfg.model.max_position_embeddings:
-        over["max_position_embeddings"] = int(cfg.model.max_position_embeddings)
-    over["initializer_range"] = float(cfg.model.initializer_range)
-    config = ModelConfig.from_name(cfg.model.name, **over)
-    weights = (
-        f"random: init_params(seed={cfg.seed}), normal({config.initializer_range}) weights "
-        "(no pretrained checkpoint)"
-    )
-    return config, init_params(config, seed=int(cfg.seed)), weights
+    return common.build_model(cfg.model, int(cfg.seed), layers, **over)
 
 
 def make_inputs(cfg: DictConfig, config, params):
     """Label words, and (embeds (B, S-L, H), mask, mask_onehot, prompt (P, L, H)) as numpy."""
-    import jax
-
-    from secfwt_jax.model import embed_fn, position_ids
-
     rng = np.random.default_rng(int(cfg.seed))
-    b, p, prompt_len = int(cfg.batch), int(cfg.prompts), int(cfg.prompt_len)
+    prompt_len = int(cfg.prompt_len)
     text_len = int(cfg.seq_len) - prompt_len
     if text_len < 3:
         raise ValueError(f"seq_len {cfg.seq_len} leaves {text_len} text tokens; need >= 3")
     if int(cfg.seq_len) > config.max_seq_len:
         raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {config.max_seq_len}")
-    ids = rng.integers(3, config.vocab_size - 1, (b, text_len)).astype(np.int32)
-    ids[:, 0], ids[:, -1] = config.bos_token_id, config.eos_token_id
-    mask_at = text_len // 2
-    ids[:, mask_at] = config.mask_token_id
-    mask = np.ones((b, text_len), np.int32)
-    mask_onehot = np.zeros((b, text_len), np.float32)
-    mask_onehot[:, mask_at] = 1
-    pos = position_ids(mask, config, prompt_len)
-    embeds = np.asarray(jax.jit(embed_fn(config, prompt_len))(params, ids, pos))
-    prompt = (0.1 * rng.standard_normal((p, prompt_len, config.hidden_size))).astype(np.float32)
+    ids, mask, mask_onehot = common.random_examples(config, rng, int(cfg.batch), text_len)
+    embeds = common.embed_examples(config, params, ids, mask, prompt_len)
+    prompt = common.random_prompts(rng, int(cfg.prompts), prompt_len, config.hidden_size)
     words = rng.choice(np.arange(3, config.vocab_size - 1), int(cfg.num_labels), replace=False)
     return [int(w) for w in words], (embeds, mask, mask_onehot, prompt)
 
@@ -210,7 +215,7 @@ def record(cfg, protocol, variant, config, weights, be, cost, out, ref, compile_
         sequences=int(cfg.prompts) * int(cfg.batch), num_labels=int(cfg.num_labels),
         output_shape=list(out.shape),
     )
-    rec = dict(protocol=protocol, variant=variant, setting=setting, command=command_line(),
+    rec = dict(protocol=protocol, variant=variant, setting=setting, command=common.command_line(),
                measured=measured, modelled=d["modelled"], max_abs_err_limit=limit)
     if not measured["max_abs_err"] <= limit:  # NaN counts as wrong too
         rec["wrong"] = (
@@ -273,20 +278,13 @@ def markdown(records: list[dict]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="bench_forward")
+@common.hydra_app(Config, "bench_forward")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    run_dir = HydraConfig.get().runtime.output_dir
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    run_dir = common.run_dir()
+    common.write_config(run_dir, cfg)
 
     def write(records):
-        with open(os.path.join(run_dir, "forward.json"), "w") as f:
-            json.dump(records, f, indent=1)
-        with open(os.path.join(run_dir, "forward.md"), "w") as f:
-            f.write(markdown(records))
+        common.write_outputs(run_dir, "forward", records, markdown(records))
 
     records = run(cfg, on_record=write)
     write(records)

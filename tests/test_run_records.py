@@ -421,14 +421,23 @@ def test_eta_is_computed_from_steady_state_steps():
 
 # -- secure results that are silently wrong (bench_forward) --------------------------------
 
+def _bench():
+    """experiments/bench_forward.py as a module (importing it registers its structured config
+    with Hydra; it imports the scripts' toolkit, experiments/common.py)."""
+    if str(ROOT / "experiments") not in sys.path:
+        sys.path.insert(0, str(ROOT / "experiments"))
+    return importlib.import_module("bench_forward")
+
+
 def _bench_cfg(*overrides):
+    _bench()
     with initialize_config_dir(config_dir=CONF, version_base=None):
         return compose(config_name="bench_forward", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("protocol", ["ref2k", pytest.param("aby3", marks=pytest.mark.slow)])
 def test_bench_forward_default_rfa_is_correct_and_out_of_range_is_marked_wrong(protocol):
-    bench = _load("bench_forward")
+    bench = _bench()
     base = ("attention=rfa", f"protocols=[{protocol}]")
     ok = bench.run(_bench_cfg(*base))[0]  # the default: normalize_qk=true
     assert ok["setting"]["normalize_qk"] is True and "wrong" not in ok

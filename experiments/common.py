@@ -1,0 +1,400 @@
+"""The experiment toolkit: what every script in experiments/ shares, and nothing else.
+
+A script is a Hydra app over a structured config (a dataclass subclassing `AppConfig`):
+
+    @dataclasses.dataclass
+    class Config(common.AppConfig):
+        seq_len: int = 16          # every field documented where it is declared
+        out: str = "results/x"
+
+    @common.hydra_app(Config, "x")
+    def main(cfg) -> None:
+        ...
+        common.write_outputs(cfg.out, "x", record, markdown_text)
+
+    if __name__ == "__main__":
+        main()
+
+Scripts run as `python experiments/x.py key=value ...` (so `import common` finds this file:
+Python puts the script's folder on sys.path; secfwt_jax is installed). No experiments/ file
+imports another script; what two scripts share lives here or in the library.
+
+Legacy arguments (the argparse command lines in README.md and in results/ records keep
+working): before Hydra parses the command line, `legacy_overrides` rewrites each `--key value`
+whose key (dashes read as underscores) names a field of the script's config into `key=value`;
+`--flag` of a bool field into `flag=true`; `--key a b` or `--key a,b` of a list field into
+`key=[a,b]` (no value: `key=[]`). Values that Hydra's grammar would misread are quoted. Any
+other argument (Hydra's own `--cfg job`, `-m`, `key=value` overrides) passes unchanged; an
+unknown `--key` is refused, naming the accepted keys. The record's command is the line as typed
+(`command_line()`), not its translation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import re
+import shlex
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+_ARGV: list[str] | None = None  # the command line as typed, before legacy_overrides
+# Hydra's own command-line flags (`python x.py --help`): never read as legacy arguments
+HYDRA_FLAGS = ("--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run",
+               "--multirun", "--shell-completion", "--config-path", "--config-name",
+               "--config-dir", "--experimental-rerun", "--info")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and the Hydra entry
+
+
+def hydra_defaults(*groups: dict) -> Callable[[], list]:
+    """A `defaults` factory for an AppConfig: the dataclass itself first (`_self_`, so a group
+    such as `{"model": "tiny"}` fills its typed field, then the command line overrides both),
+    and Hydra's logging left to Python's defaults (no <job>.log file beside the results)."""
+    return lambda: ["_self_", *groups, {"override hydra/job_logging": "none"},
+                    {"override hydra/hydra_logging": "none"}]
+
+
+def hydra_settings(run_dir: str = ".") -> Callable[[], dict]:
+    """A `hydra` factory for an AppConfig: Hydra's run directory (default "."; scripts with an
+    `out` field write there, not into Hydra's folder), no .hydra/ copy, no chdir."""
+    return lambda: {"run": {"dir": run_dir}, "output_subdir": None, "job": {"chdir": False}}
+
+
+@dataclasses.dataclass
+class AppConfig:
+    """Base of every script's structured config. `defaults` and `hydra` are read by Hydra and
+    are not part of the composed config (`--cfg job` does not show them)."""
+
+    defaults: list[Any] = dataclasses.field(default_factory=hydra_defaults())
+    hydra: Any = dataclasses.field(default_factory=hydra_settings())
+
+
+@dataclasses.dataclass
+class ModelGroup:
+    """The `model` config group (conf/model/*.yaml): a preset with random weights, or a
+    checkpoint directory (`model=local model.path=DIR`)."""
+
+    name: str = "tiny"
+    path: str | None = None
+    layers: int | None = None
+    initializer_range: float = 0.02
+    max_position_embeddings: int | None = None
+    init_seed: int = 0
+
+
+def hydra_app(config_class: type, name: str) -> Callable:
+    """Decorator making `fn(cfg: DictConfig)` the script's Hydra entry point.
+
+    Registers `config_class` in Hydra's ConfigStore as `name` (the config groups under
+    conf/ stay available), and returns `main(cfg=None)`: called with a config (tests), it runs
+    `fn(cfg)`; without, it translates legacy arguments in sys.argv (`legacy_overrides`) and
+    runs `fn` under `hydra.main`."""
+    ConfigStore.instance().store(name=name, node=config_class)
+
+    def decorate(fn: Callable[[DictConfig], Any]) -> Callable:
+        @functools.wraps(fn)
+        def main(cfg: DictConfig | None = None):
+            if cfg is not None:
+                return fn(cfg)
+            global _ARGV
+            _ARGV = list(sys.argv)
+            sys.argv = [sys.argv[0], *legacy_overrides(sys.argv[1:], config_class)]
+            logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+            return hydra.main(version_base=None, config_path=CONF_DIR, config_name=name)(fn)()
+
+        main.config_class = config_class
+        return main
+
+    return decorate
+
+
+def load_config(name: str, overrides: Iterable[str] = ()) -> DictConfig:
+    """The config `name` (registered by importing its script) composed with `overrides`, as
+    the script's main receives it (for tests and notebooks)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def legacy_overrides(args: list[str], config_class: type) -> list[str]:
+    """`args` with every legacy `--key value` / `--flag` / `--key a b` naming a field of
+    `config_class` rewritten as a Hydra override (rule in the module docstring)."""
+    hints = typing.get_type_hints(config_class)
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        i += 1
+        if not arg.startswith("--") or arg.partition("=")[0] in HYDRA_FLAGS:
+            out.append(arg)
+            continue
+        if key not in hints or key in ("defaults", "hydra"):
+            accepted = [k for k in hints if k not in ("defaults", "hydra")]
+            raise SystemExit(f"unknown argument {arg!r}; accepted: key=value overrides of "
+                             f"{', '.join(accepted)} (legacy form: --key value), or Hydra's "
+                             f"flags {', '.join(HYDRA_FLAGS)}")
+        kind = _field_kind(hints[key])
+        if eq:
+            values = [value]
+        elif kind == "bool":
+            values = ["true"]
+        else:
+            values = []
+            while i < len(args) and not (args[i].startswith("--") or "=" in args[i]):
+                values.append(args[i])
+                i += 1
+                if kind != "list":
+                    break
+        if kind == "list":
+            items = [v for a in values for v in a.split(",") if v != ""]
+            out.append(f"{key}=[{','.join(_hydra_value(v) for v in items)}]")
+        elif len(values) != 1:
+            raise SystemExit(f"{arg}: expected one value, got {len(values)} ({values})")
+        else:
+            out.append(f"{key}={_hydra_value(values[0])}")
+    return out
+
+
+def _field_kind(hint) -> str:
+    """'list', 'bool' or 'scalar' for a field's type (Optional[...] unwrapped)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if hint is bool:
+        return "bool"
+    return "list" if typing.get_origin(hint) in (list, tuple) or hint in (list, tuple) else "scalar"
+
+
+def _hydra_value(value: str) -> str:
+    """`value` as Hydra's override grammar reads it literally (quoted unless a plain token)."""
+    if re.fullmatch(r"[\w./:+\-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that ran this script, as typed (legacy arguments untranslated), the
+    script's path relative to the working directory: `python experiments/x.py a=1`."""
+    argv = argv if argv is not None else (_ARGV if _ARGV is not None else sys.argv)
+    return "python " + shlex.join([os.path.relpath(argv[0]), *argv[1:]])
+
+
+def run_dir() -> str:
+    """Hydra's run directory of this job (hydra.run.dir), created."""
+    from hydra.core.hydra_config import HydraConfig
+
+    path = HydraConfig.get().runtime.output_dir
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers
+
+
+def write_config(directory: str, cfg: DictConfig, filename: str = "config.yaml") -> str:
+    """The resolved config as YAML in `directory` (created); returns its path."""
+    return write_text(os.path.join(directory, filename), OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def write_text(path: str, text: str) -> str:
+    """`text` to `path` (folders created); returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def write_json(path: str, obj) -> str:
+    """`obj` as JSON (indent 1, the house format of results/) to `path`; returns the path."""
+    return write_text(path, json.dumps(obj, indent=1))
+
+
+def write_outputs(directory: str, stem: str, obj, markdown: str | None = None,
+                  cfg: DictConfig | None = None) -> None:
+    """DIR/STEM.json (obj), DIR/STEM.md (markdown) and, with a config, DIR/STEM.config.yaml."""
+    write_json(os.path.join(directory, stem + ".json"), obj)
+    if markdown is not None:
+        write_text(os.path.join(directory, stem + ".md"), markdown)
+    if cfg is not None:
+        write_config(directory, cfg, stem + ".config.yaml")
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """One JSON line appended to `path` (folders created)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Every record of a JSON-lines file; [] when it does not exist."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def markdown_table(header: Iterable[str], rows: Iterable[Iterable]) -> list[str]:
+    """The lines of a markdown table: `| h1 | h2 |`, `|---|---|`, then one line per row (cells
+    formatted by the caller, str() applied)."""
+    header = list(header)
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing records
+
+
+def median_item(items: list, key: Callable):
+    """The item whose key is the median (upper middle for an even count): the representative
+    call of a few repeats, robust to one slow call on a shared machine."""
+    return sorted(items, key=key)[len(items) // 2]
+
+
+def latest_per_key(records: Iterable[dict], key: Callable[[dict], Any],
+                   ok: Callable[[dict], bool] = lambda r: r.get("status") == "ok") -> dict:
+    """key(record) -> its latest record by "unix_time", an `ok` one when there is one (a later
+    failed rerun does not hide a measured result)."""
+    out: dict = {}
+    for r in sorted(records, key=lambda r: r.get("unix_time", 0)):
+        k = key(r)
+        if ok(r) or not ok(out.get(k, {})):
+            out[k] = r
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and random inputs
+
+
+def build_model(model, seed: int, layers: int | None = None, **overrides):
+    """(ModelConfig, params, weights description) for a preset name or a `model` group.
+
+    `model`: a preset name (its own initializer_range) or a ModelGroup-like config (its
+    initializer_range and max_position_embeddings; `path` loads a checkpoint, where `layers`
+    is refused). Random weights come from init_params(seed) (plaintext parts use the seed)."""
+    from secfwt_jax import ModelConfig, init_params, load_pretrained
+
+    if isinstance(model, str):
+        name = model
+    else:
+        name = model.name
+        if model.path:
+            if layers:
+                raise ValueError(f"layers={layers} applies to presets only, not to the "
+                                 f"checkpoint {model.path}")
+            loaded, params = load_pretrained(model.path, **overrides)
+            return loaded.config, params, f"checkpoint {model.path}"
+        if model.max_position_embeddings:
+            overrides["max_position_embeddings"] = int(model.max_position_embeddings)
+        overrides["initializer_range"] = float(model.initializer_range)
+    if layers:
+        overrides["num_hidden_layers"] = int(layers)
+    config = ModelConfig.from_name(name, **overrides)
+    weights = (f"random: init_params(seed={seed}), normal({config.initializer_range}) weights "
+               "(no pretrained checkpoint)")
+    return config, init_params(config, seed=int(seed)), weights
+
+
+def random_examples(config, rng, batch: int, text_len: int, padded: bool = False):
+    """Random token ids (batch, text_len) with their masks, numpy:
+    (ids int32, attention mask int32, mask_onehot float32 (1 at the <mask> token)).
+
+    Rows are `<s> t.. <mask> t.. </s>`, <mask> at the middle; `padded`: each row's length
+    uniform in [max(3, text_len // 2), text_len], </s> at its end, then <pad>."""
+    import numpy as np
+
+    b, s = batch, text_len
+    ids = rng.integers(3, config.vocab_size - 1, (b, s)).astype(np.int32)
+    if padded:
+        lengths = rng.integers(max(3, s // 2), s + 1, b)
+    else:
+        lengths = np.full(b, s)
+    mask = (np.arange(s)[None] < lengths[:, None]).astype(np.int32)
+    ids[:, 0] = config.bos_token_id
+    ids[np.arange(b), lengths - 1] = config.eos_token_id
+    ids[mask == 0] = config.pad_token_id
+    mask_at = lengths // 2
+    ids[np.arange(b), mask_at] = config.mask_token_id
+    mask_onehot = np.zeros((b, s), np.float32)
+    mask_onehot[np.arange(b), mask_at] = 1
+    return ids, mask, mask_onehot
+
+
+def embed_examples(config, params, ids, mask, prompt_len: int):
+    """The examples' token embeddings (B, S, H) as numpy: the frozen part, computed once in
+    plaintext (jax.jit(embed_fn)), positions shifted for `prompt_len` soft-prompt tokens."""
+    import jax
+    import numpy as np
+
+    from secfwt_jax.model import embed_fn, position_ids
+
+    pos = position_ids(mask, config, prompt_len)
+    return np.asarray(jax.jit(embed_fn(config, prompt_len))(params, ids, pos))
+
+
+def random_prompts(rng, prompts: int, prompt_len: int, hidden: int, scale: float = 0.1):
+    """(prompts, prompt_len, hidden) float32 soft prompts ~ N(0, scale^2)."""
+    import numpy as np
+
+    return (scale * rng.standard_normal((prompts, prompt_len, hidden))).astype(np.float32)
+
+
+def random_qkv(seq_len: int, heads: int = 12, head_dim: int = 64, seed: int = 0,
+               init_std: float = 0.02):
+    """q, k, v (1, heads, seq, head_dim) float32 of one attention layer, and mask (1, seq).
+
+    x ~ N(0, 1) (seq, heads * head_dim); W_q, W_k, W_v ~ N(0, init_std) square, zero biases
+    (Hugging Face's initialiser at 0.02); the attention benchmark and notebook 03."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    hidden = heads * head_dim
+    x = rng.standard_normal((seq_len, hidden))
+    out = []
+    for _ in range(3):
+        w = init_std * rng.standard_normal((hidden, hidden))
+        t = (x @ w).reshape(1, seq_len, heads, head_dim).transpose(0, 2, 1, 3)
+        out.append(t.astype(np.float32))
+    return (*out, np.ones((1, seq_len), np.int32))
+
+
+def exact_softmax_attention(q, k, v):
+    """Exact softmax attention in float64 numpy: (1, h, S, d) from q, k, v of that shape."""
+    import numpy as np
+
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    s = np.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhqk,bhkd->bhqd", p / p.sum(-1, keepdims=True), v)
+
+
+def warm_up(backend) -> None:
+    """Run a small program using multiplication, comparison, exp, reciprocal and cos on
+    `backend`, so that one-time setup (Cheetah's oblivious transfers) is not measured."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    def warm(a, b):
+        return jnp.where(a < b, jnp.exp(a), 1.0 / (1.0 + b * b)), jnp.cos(a)
+
+    x = np.linspace(-1, 1, 64, dtype=np.float32)
+    backend.compile(warm)(x, x[::-1])
