@@ -46,18 +46,16 @@ experiments/compose_seq.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import shlex
-import sys
 import time
+from typing import Any
 
-import hydra
+import common
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from secfwt_jax.costs import (  # noqa: E402
+from secfwt_jax.costs import (
     DEFINITIONS,
     FLAT_ROUNDS,
     METHODS,
@@ -68,7 +66,49 @@ from secfwt_jax.costs import (  # noqa: E402
     sft_from_parts,
     whole_update_record,
 )
-from secfwt_jax.costs.report import write_iteration  # noqa: E402
+from secfwt_jax.costs.report import write_iteration
+
+
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """`python experiments/bench_iteration.py model=<preset> [layers=N compose_from=[1,2]
+    seq_len=.. batch=.. population=.. methods=[..] protocols=[aby3] update_slices=[1024,512]]`:
+    iteration.json, iteration.md and plots in the run directory (hydra.run.dir) and in
+    out_dir."""
+
+    defaults: list = dataclasses.field(
+        default_factory=common.hydra_defaults({"model": "roberta-large"}))
+    hydra: dict = dataclasses.field(default_factory=common.hydra_settings(
+        "outputs/bench_iteration/${now:%Y-%m-%d_%H-%M-%S}"))
+    # model group (tiny | roberta-base | roberta-large): its preset shapes, random weights
+    model: common.ModelGroup = dataclasses.field(default_factory=common.ModelGroup)
+    layers: int | None = None  # measure a model with this many encoder layers (null: preset's)
+    # e.g. [1, 2]: measure these layer counts and compose the model's N layers
+    compose_from: list[int] | None = None
+    seq_len: int = 128  # tokens the encoder sees per sequence (soft prompt included)
+    batch: int = 1  # B examples per iteration
+    population: int = 20  # lambda candidates per FoT generation
+    # measured (one call with all lambda x B sequences) | skip
+    generation: str = "measured"
+    prompt_len: int = 50  # L soft-prompt tokens (prompt tuning and FoT); SFT has none
+    # any of secfwt_jax.costs.METHODS
+    methods: list[str] = dataclasses.field(
+        default_factory=lambda: ["sft", "prompt_tuning", "fot_softmax", "fot_rfa"])
+    protocols: list[str] = dataclasses.field(default_factory=lambda: ["aby3"])
+    # semi2k's Beaver triples: required with semi2k (docs/backend.md "Dealer")
+    dealer: str | None = None
+    # sft_update: measure on 1/d of every parameter; line through the first two
+    update_slices: list[int] = dataclasses.field(default_factory=lambda: [1024, 512])
+    num_features: int = 64  # RFA random features
+    num_labels: int = 2
+    learning_rate: float = 1e-2
+    mode: str = "sim"
+    field: str = "FM64"
+    fraction_bits: int | None = None  # null: SPU's default for the field (18 for FM64)
+    timeout_s: float = 3600  # a party silent this long fails the call
+    seed: int = 0
+    out_dir: Any = None  # also write the outputs here (e.g. results/iteration/<name>)
+
 
 # forward-only methods: the run.py method config each one uses (experiments/conf/method/)
 FOT_METHOD_CONFIGS = {"fot_softmax": "fot", "fot_rfa": "fot", "fot_puma": "fot_puma",
@@ -79,18 +119,14 @@ LAYER_KEYS = ("attention", "activation", "feature_kind", "normalize_qk", "rfa_tr
 def fot_variant(method: str) -> dict:
     """The layer variants of a forward-only method, read from its method config, so that
     fot_secfwt is exactly `method=secfwt` (fot_rfa: `method=fot` with attention=rfa)."""
-    conf_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf", "method")
-    conf = OmegaConf.load(os.path.join(conf_dir, FOT_METHOD_CONFIGS[method] + ".yaml"))
+    conf = OmegaConf.load(os.path.join(common.CONF_DIR, "method",
+                                       FOT_METHOD_CONFIGS[method] + ".yaml"))
     over = {k: conf[k] for k in LAYER_KEYS}
     if method == "fot_rfa":
         over["attention"] = "rfa"
     return over
 
 
-
-
-def command_line() -> str:
-    return "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
 
 
 def model_config(cfg: DictConfig, method: str, layers: int | None):
@@ -106,21 +142,12 @@ def model_config(cfg: DictConfig, method: str, layers: int | None):
 
 
 def inputs(cfg: DictConfig, config, params, prompt_len: int):
-    """(embeds (B, S-L, H), mask, mask_onehot, labels_onehot (B, C)) numpy, and label words."""
-    import jax
-
-    from secfwt_jax.model import embed_fn, position_ids
-
+    """(embeds (B, S-L, H), mask, mask_onehot, labels_onehot (B, C)) numpy, and label words
+    (random: rows `<s> t.. <mask> t.. </s>`, no padding)."""
     rng = np.random.default_rng(int(cfg.seed))
     b, text_len = int(cfg.batch), int(cfg.seq_len) - prompt_len
-    ids = rng.integers(3, config.vocab_size - 1, (b, text_len)).astype(np.int32)
-    ids[:, 0], ids[:, -1] = config.bos_token_id, config.eos_token_id
-    ids[:, text_len // 2] = config.mask_token_id
-    mask = np.ones((b, text_len), np.int32)
-    mask_onehot = np.zeros((b, text_len), np.float32)
-    mask_onehot[:, text_len // 2] = 1
-    embeds = np.asarray(jax.jit(embed_fn(config, prompt_len))(
-        params, ids, position_ids(mask, config, prompt_len)))
+    ids, mask, mask_onehot = common.random_examples(config, rng, b, text_len)
+    embeds = common.embed_examples(config, params, ids, mask, prompt_len)
     c = int(cfg.num_labels)
     labels = np.eye(c, dtype=np.float32)[rng.integers(0, c, b)]
     words = [int(w) for w in rng.choice(np.arange(3, config.vocab_size - 1), c, replace=False)]
@@ -194,7 +221,7 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
         _, cost = fn(*args, reveal=False)
         out.append(("iteration" if method == "sft" else "part", 1, cost))
     elif method == "prompt_tuning":
-        prompt = (0.1 * rng.standard_normal((prompt_len, config.hidden_size))).astype(np.float32)
+        prompt = common.random_prompts(rng, 1, prompt_len, config.hidden_size)[0]
         fn = be.compile(prompt_step_fn(config, words, opt))
         args = (weights, prompt, be.put(prompt_init(prompt, opt)), embeds, mask, mask_onehot,
                 labels)
@@ -207,8 +234,7 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
         fn = be.compile(verbalizer_fn(config, words, reveal=model_reveal_fn(be, config)))
         pops = [1] + ([int(cfg.population)] if cfg.generation == "measured" else [])
         for p in pops:
-            prompts = (0.1 * rng.standard_normal((p, prompt_len, config.hidden_size))).astype(
-                np.float32)
+            prompts = common.random_prompts(rng, p, prompt_len, config.hidden_size)
             # the data owner's fresh masks of this call (shared like any input)
             extra = call_trig_masks(be, config, p * int(cfg.batch), int(cfg.seq_len))
             fn.precompile(weights, embeds, mask, mask_onehot, prompts, *extra)
@@ -225,7 +251,7 @@ def base_record(cfg, protocol, method, unit, population, config_layers) -> dict:
         seq_len=int(cfg.seq_len), batch=int(cfg.batch), population=population,
         prompt_len=0 if method.startswith("sft") else int(cfg.prompt_len), unit=unit,
         definition=DEFINITIONS[key], field=cfg.field, mode=cfg.mode,
-        weights=f"random: init_params(seed={cfg.seed})", command=command_line(),
+        weights=f"random: init_params(seed={cfg.seed})", command=common.command_line(),
         **({"dealer": cfg.get("dealer")} if protocol == "semi2k" else {}),
     )
 
@@ -319,14 +345,11 @@ def summary_line(r: dict) -> str:
             f"GB {r['bytes_total'] / 1e9:.4g}  LAN {r['networks']['lan']['total_s']:.3g} s")
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="bench_iteration")
+@common.hydra_app(Config, "bench_iteration")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
+    run_dir = common.run_dir()
+    common.write_config(run_dir, cfg)
 
-    run_dir = HydraConfig.get().runtime.output_dir
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        f.write(OmegaConf.to_yaml(cfg, resolve=True))
     def save(records):
         write_iteration(records, run_dir)
         if cfg.out_dir:

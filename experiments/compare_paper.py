@@ -2,6 +2,11 @@
 
     python experiments/compare_paper.py results/iteration/roberta-large_aby3/iteration.json \
         [more iteration.json ...] --out results/iteration/paper_comparison.md
+    python experiments/compare_paper.py 'records=[a.json,b.json]' out=table.md \
+        [check_composition=true]
+
+(A Hydra app: the argparse form, as recorded in results/, still works.) The table is
+secfwt_jax.costs.paper's; the composition check secfwt_jax.costs.composition_check.
 
 The paper's figures (LAN, RoBERTa-large, one iteration; from a secondary source quoted in
 issue 5) compare one optimizer step of SFT and of gradient prompt tuning with one forward query
@@ -15,42 +20,76 @@ actions x 0.8 ms; docs/backend.md) and, separately, the measured wall time.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
-import shlex
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common
+from omegaconf import DictConfig
 
-from secfwt_jax.costs import composition_check, load_records  # noqa: E402
-from secfwt_jax.costs.paper import paper_markdown, paper_rows  # noqa: E402
-from secfwt_jax.costs.report import composition_markdown  # noqa: E402
+from secfwt_jax.costs import composition_check, load_records
+from secfwt_jax.costs.paper import paper_markdown, paper_rows
+from secfwt_jax.costs.report import composition_markdown
+
+_TYPED: list[str] | None = None  # the command line as typed (positional records), for the table
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("paths", nargs="+", help="iteration.json files from bench_iteration.py")
-    ap.add_argument("--out", help="write the markdown table (and a .json next to it) here")
-    ap.add_argument("--check-composition", action="store_true",
-                    help="instead: composed (from 1 and 2 layers) vs measured deeper records")
-    args = ap.parse_args(argv)
-    records = load_records(args.paths)
-    if args.check_composition:
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """`python experiments/compare_paper.py records=[a.json,b.json] out=FILE.md`
+    (legacy form: `compare_paper.py a.json b.json --out FILE.md`)."""
+
+    records: list[str] = dataclasses.field(default_factory=list)  # iteration.json files
+    out: str | None = None  # write the markdown table here (and a .json next to it)
+    # instead: composed (from 1 and 2 layers) vs measured deeper records
+    check_composition: bool = False
+
+
+def legacy_args(args: list[str]) -> list[str]:
+    """The positional iteration.json paths of the argparse form (anywhere but after --out) as
+    `--records a b`."""
+    paths, rest, i = [], [], 0
+    while i < len(args):
+        if args[i] == "--out":
+            rest += args[i:i + 2]
+            i += 2
+            continue
+        (rest if args[i].startswith("-") or "=" in args[i] else paths).append(args[i])
+        i += 1
+    return (["--records", *paths] if paths else []) + rest
+
+
+def run(cfg: DictConfig, command: str) -> None:
+    """The table (or the composition check) printed, and written to cfg.out (.md and .json)."""
+    if not cfg.records:
+        raise ValueError("compare_paper needs records=[iteration.json, ...]")
+    records = load_records(cfg.records)
+    if cfg.check_composition:
         table = composition_check(records)
         text = composition_markdown(table)
     else:
         table = paper_rows(records)
         text = paper_markdown(table)
-    text += "\nTable made by: `python " + shlex.join(
-        [os.path.relpath(sys.argv[0]), *(argv if argv is not None else sys.argv[1:])]) + "`\n"
+    text += f"\nTable made by: `{command}`\n"
     print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-            json.dump(table, f, indent=1)
+    if cfg.out:
+        common.write_text(cfg.out, text)
+        common.write_json(os.path.splitext(cfg.out)[0] + ".json", table)
+
+
+def cli(argv: list[str]) -> None:
+    """Run on a command line given as a list (tests), legacy form or overrides."""
+    overrides = common.legacy_overrides(legacy_args(argv), Config)
+    run(common.load_config("compare_paper", overrides),
+        common.command_line(["experiments/compare_paper.py", *argv]))
+
+
+@common.hydra_app(Config, "compare_paper")
+def main(cfg: DictConfig) -> None:
+    run(cfg, common.command_line(_TYPED))
 
 
 if __name__ == "__main__":
+    _TYPED = list(sys.argv)
+    sys.argv = [sys.argv[0], *legacy_args(sys.argv[1:])]
     main()

@@ -25,6 +25,10 @@ the ABY3 measurement at 128.
         results/iteration/cheetah/fot_seq64/iteration.json --seq 128 --degree 1 \
         --prompt-len 50 --out results/iteration/roberta-large_cheetah_fot \
         [--methods fot_secfwt] [--check measured_at_target.json]
+    python experiments/compose_seq.py 'records=[a.json,b.json]' seq=128 degree=1 out=DIR
+
+(A Hydra app: the argparse form above, as recorded in results/, still works: leading paths are
+`records`, `--key value` is `key=value`.)
 
 Records used: per (protocol, method, unit), the one with the most layers at each seq_len (the
 layer-composed record when there is one). The output records say kind "composed", the sequence
@@ -37,63 +41,92 @@ and fit_seq_mixed; this script is their command line.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
-import shlex
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common
+from omegaconf import DictConfig
 
-from secfwt_jax.costs import compose_seq, load_records, seq_check, with_sft  # noqa: E402
-from secfwt_jax.costs.report import composition_markdown, write_iteration  # noqa: E402
+from secfwt_jax.costs import compose_seq, load_records, seq_check, with_sft
+from secfwt_jax.costs.report import composition_markdown, write_iteration
+
+_TYPED: list[str] | None = None  # the command line as typed (positional records), for records
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("records", nargs="+", help="iteration.json files (several seq_len values)")
-    ap.add_argument("--seq", type=int, required=True, help="the sequence length to compose")
-    ap.add_argument("--degree", type=int, choices=(1, 2), required=True,
-                    help="of the polynomial in seq_len for bytes, through degree + 1 lengths")
-    ap.add_argument("--time-degree", type=int, choices=(1, 2), default=1,
-                    help="of the polynomial for wall time and send actions, through the longest "
-                    "time-degree + 1 lengths (default 1)")
-    ap.add_argument("--prompt-len", type=int, default=None,
-                    help="soft-prompt tokens the records at --seq state (prompted methods; "
-                    "default: the longest record's, scaled)")
-    ap.add_argument("--out", required=True, help="directory for iteration.json/.md and plots")
-    ap.add_argument("--methods", nargs="*", default=None,
-                    help="only these methods of the records (default: all)")
-    ap.add_argument("--check", nargs="*", default=[],
-                    help="iteration.json files with records at --seq to compare against")
-    args = ap.parse_args(argv)
-    here = os.path.relpath(os.path.abspath(__file__))
-    command = "python " + shlex.join([here, *(sys.argv[1:] if argv is None else argv)])
-    records = load_records(args.records)
-    if args.methods:
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """`python experiments/compose_seq.py records=[a.json,b.json] seq=128 degree=1 out=DIR`
+    (legacy form: `compose_seq.py a.json b.json --seq 128 --degree 1 --out DIR`)."""
+
+    records: list[str] = dataclasses.field(default_factory=list)  # iteration.json files
+    seq: int | None = None  # the sequence length to compose (required)
+    # of the polynomial in seq_len for bytes, through degree + 1 lengths: 1 or 2 (required)
+    degree: int | None = None
+    # of the polynomial for wall time and send actions, through the longest time_degree + 1
+    time_degree: int = 1
+    # soft-prompt tokens the records at `seq` state (prompted methods; null: the longest
+    # record's, scaled)
+    prompt_len: int | None = None
+    out: str | None = None  # directory for iteration.json/.md and plots (required)
+    methods: list[str] | None = None  # only these methods of the records (null: all)
+    check: list[str] = dataclasses.field(default_factory=list)  # records at `seq` to check
+
+
+def legacy_args(args: list[str]) -> list[str]:
+    """The leading positional iteration.json paths (the argparse form) as `--records a b`."""
+    n = next((i for i, a in enumerate(args) if a.startswith("-") or "=" in a), len(args))
+    return ["--records", *args[:n], *args[n:]] if n else list(args)
+
+
+def run(cfg: DictConfig, command: str) -> None:
+    """Compose, write iteration.json/.md and plots to cfg.out, and the check if asked."""
+    missing = [k for k in ("seq", "degree", "out") if cfg[k] is None] + (
+        [] if cfg.records else ["records"])
+    if missing:
+        raise ValueError(f"compose_seq needs {missing}: e.g. records=[a.json,b.json] seq=128 "
+                         "degree=1 out=DIR")
+    for k in ("degree", "time_degree"):
+        if cfg[k] not in (1, 2):
+            raise ValueError(f"{k} must be 1 or 2, got {cfg[k]}")
+    records = load_records(cfg.records)
+    if cfg.methods:
         known = sorted({r["method"] for r in records})
-        bad = [m for m in args.methods if m not in known]
+        bad = [m for m in cfg.methods if m not in known]
         if bad:
             raise ValueError(f"methods {bad} are not in the records; they have {known}")
-        records = [r for r in records if r["method"] in args.methods]
-    composed = compose_seq(records, args.seq, args.degree, command, args.prompt_len,
-                           args.time_degree)
+        records = [r for r in records if r["method"] in cfg.methods]
+    composed = compose_seq(records, int(cfg.seq), int(cfg.degree), command, cfg.prompt_len,
+                           int(cfg.time_degree))
     composed = with_sft(composed)
     for r in composed:
         r["command"] = command
-    write_iteration(composed, args.out)
-    print(open(os.path.join(args.out, "iteration.md")).read())
-    if args.check:
-        rows = seq_check(composed, load_records(args.check))
+    write_iteration(composed, cfg.out)
+    print(open(os.path.join(cfg.out, "iteration.md")).read())
+    if cfg.check:
+        rows = seq_check(composed, load_records(cfg.check))
         if not rows:
-            raise ValueError(f"no record in {args.check} matches a composed one at seq {args.seq}")
-        with open(os.path.join(args.out, "seq_check.json"), "w") as f:
-            json.dump(rows, f, indent=1)
+            raise ValueError(f"no record in {list(cfg.check)} matches a composed one at seq "
+                             f"{cfg.seq}")
+        common.write_json(os.path.join(cfg.out, "seq_check.json"), rows)
         text = composition_markdown(rows) + f"\nCommand: `{command}`\n"
-        with open(os.path.join(args.out, "seq_check.md"), "w") as f:
-            f.write(text)
+        common.write_text(os.path.join(cfg.out, "seq_check.md"), text)
         print(text)
 
 
+def cli(argv: list[str]) -> None:
+    """Run on a command line given as a list (tests), legacy form or overrides."""
+    overrides = common.legacy_overrides(legacy_args(argv), Config)
+    run(common.load_config("compose_seq", overrides),
+        common.command_line(["experiments/compose_seq.py", *argv]))
+
+
+@common.hydra_app(Config, "compose_seq")
+def main(cfg: DictConfig) -> None:
+    run(cfg, common.command_line(_TYPED))
+
+
 if __name__ == "__main__":
+    _TYPED = list(sys.argv)
+    sys.argv = [sys.argv[0], *legacy_args(sys.argv[1:])]
     main()
