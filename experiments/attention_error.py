@@ -14,12 +14,9 @@ favor, the mean over 4 feature seeds, for several numbers of features M.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shlex
-import sys
+import dataclasses
 
+import common
 import jax
 import numpy as np
 
@@ -41,14 +38,18 @@ def rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--features", type=int, nargs="+", default=[16, 64, 256, 1024])
-    ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--out", default="results/attention_error")
-    args = ap.parse_args(argv)
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The measurement's settings (legacy form: --seq-len 64 --features 16 64)."""
 
+    seq_len: int = 128
+    features: list[int] = dataclasses.field(default_factory=lambda: [16, 64, 256, 1024])
+    seeds: int = 4  # feature seeds averaged for rfa and favor
+    out: str = "results/attention_error"
+
+
+@common.hydra_app(Config, "attention_error")
+def main(args) -> None:
     base = ModelConfig.preset("roberta-base")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, args.seq_len, base.hidden_size)).astype(np.float32)
@@ -88,26 +89,20 @@ def main(argv=None):
     setting = dict(
         model="roberta-base shape, one layer, random weights", seq_len=args.seq_len, batch=1,
         backend="plaintext float32", feature_kind=base.feature_kind,
-        command="python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]]),
+        command=common.command_line(),
     )
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "attention_error.json"), "w") as f:
-        json.dump({"setting": setting, "records": records}, f, indent=1)
     lines = [
         f"Setting: {setting['model']}, seq {args.seq_len}, batch 1, plaintext float32, "
         f"{base.feature_kind} features, mean over {args.seeds} feature seeds. "
         f"Command: `{setting['command']}`",
         "",
-        "| weights | variant | M | attention rel. err | layer output rel. err |",
-        "|---|---|---|---|---|",
+        *common.markdown_table(
+            ["weights", "variant", "M", "attention rel. err", "layer output rel. err"],
+            [[r["weights"], r["variant"], r["num_features"] or "-", f"{r['attn_rel_err']:.3g}",
+              f"{r['layer_rel_err']:.3g}"] for r in records]),
     ]
-    for r in records:
-        lines.append(
-            f"| {r['weights']} | {r['variant']} | {r['num_features'] or '-'} | "
-            f"{r['attn_rel_err']:.3g} | {r['layer_rel_err']:.3g} |"
-        )
-    with open(os.path.join(args.out, "attention_error.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    common.write_outputs(args.out, "attention_error", {"setting": setting, "records": records},
+                         "\n".join(lines) + "\n", cfg=args)
     print("\n".join(lines))
 
 

@@ -29,27 +29,17 @@ other jobs, spinning BLAS threads distort both sides.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import math
 import os
 import platform
-import shlex
-import sys
 import time
 
+import common
 
-def _threads_from_argv(argv) -> int | None:
-    """--threads N, read before numpy/jax are imported (they read the settings at import)."""
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if a.startswith("--threads="):
-            return int(a.split("=", 1)[1])
-    return None
-
-
-THREADS = _threads_from_argv(sys.argv[1:])
+THREADS = common.peek_argument("threads")  # read before numpy/jax are imported (at import)
+THREADS = None if THREADS in (None, "null") else int(THREADS)
 if THREADS is not None:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(THREADS)
@@ -57,29 +47,26 @@ if THREADS is not None:
                                f"{'true' if THREADS > 1 else 'false'} "
                                f"intra_op_parallelism_threads={THREADS}").strip()
 
+import cma  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import cma  # noqa: E402
-
 from secfwt_jax.tuning import make_optimizer  # noqa: E402
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dims", type=int, nargs="+", default=[500, 1000])
-    p.add_argument("--popsize", type=int, default=20)
-    p.add_argument("--generations", type=int, default=30, help="generations per timed block")
-    p.add_argument("--repeats", type=int, default=7, help="timed blocks per optimizer and d")
-    p.add_argument("--quality-dims", type=int, nargs="*", default=[100, 200])
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None,
-                   help="BLAS and XLA CPU threads for both sides (default: the libraries')")
-    p.add_argument("--out", default="results/optimizer")
-    return p.parse_args(argv)
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The benchmark's settings (legacy form: --threads 1 --generations 20 --quality-dims)."""
+
+    dims: list[int] = dataclasses.field(default_factory=lambda: [500, 1000])
+    popsize: int = 20
+    generations: int = 30  # generations per timed block
+    repeats: int = 7  # timed blocks per optimizer and d
+    quality_dims: list[int] = dataclasses.field(default_factory=lambda: [100, 200])
+    seeds: int = 5
+    threads: int | None = None  # BLAS and XLA CPU threads for both sides (None: the libraries')
+    out: str = "results/optimizer"
 
 
 def sphere_np(x: np.ndarray) -> float:
@@ -304,8 +291,8 @@ def markdown(rec: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    args = parse_args(argv)
+@common.hydra_app(Config, "bench_optimizer")
+def main(args) -> None:
     load0 = os.getloadavg()
     speed_rows, qual = [], []
     for d in args.dims:
@@ -316,9 +303,7 @@ def main(argv=None):
         qual.append(quality(d, args.seeds))
         print(json.dumps(qual[-1]["median"]), flush=True)
     rec = {
-        "command": " ".join(
-            ["python experiments/bench_optimizer.py", shlex.join(sys.argv[1:] if argv is None
-                                                                else argv)]).strip(),
+        "command": common.command_line(),
         "setting": {
             "note": "CPU, measured while other jobs shared the machine (five helpers' tests and "
             "benchmarks); the ratio is meaningful because both sides ran interleaved in one "
@@ -335,12 +320,8 @@ def main(argv=None):
         "speed": speed_rows,
         "quality": qual,
     }
-    os.makedirs(args.out, exist_ok=True)
     tag = "bench_optimizer" + ("" if args.threads is None else f"_threads{args.threads}")
-    with open(os.path.join(args.out, tag + ".json"), "w") as fh:
-        json.dump(rec, fh, indent=1)
-    with open(os.path.join(args.out, tag + ".md"), "w") as fh:
-        fh.write(markdown(rec))
+    common.write_outputs(args.out, tag, rec, markdown(rec), cfg=args)
     print(markdown(rec))
 
 

@@ -15,66 +15,53 @@ Writes results/public_mask/public_mask_<model>_L<layers>_s<seq>_<protocol>.json 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
-import shlex
-import sys
 import time
 
+import common
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from secfwt_jax.backend import make_backend  # noqa: E402
-from secfwt_jax.backend.masked_trig import model_reveal_fn  # noqa: E402
-from secfwt_jax.config import PRESETS, ModelConfig  # noqa: E402
-from secfwt_jax.model import embed_fn, init_params, position_ids, verbalizer_fn  # noqa: E402
-from secfwt_jax.tuning.public_mask import with_public_mask  # noqa: E402
+from secfwt_jax.backend import make_backend
+from secfwt_jax.backend.masked_trig import model_reveal_fn
+from secfwt_jax.config import PRESETS, check_choice
+from secfwt_jax.model import verbalizer_fn
+from secfwt_jax.tuning.public_mask import with_public_mask
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default="roberta-base", choices=tuple(PRESETS))
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--seq", type=int, default=128, help="text tokens per example (padded)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--prompts", type=int, default=1)
-    p.add_argument("--prompt-len", type=int, default=0)
-    p.add_argument("--attention", default="softmax_puma", help="the project's fot_puma default")
-    p.add_argument("--activation", default="gelu_puma")
-    p.add_argument("--protocol", default="aby3")
-    p.add_argument("--timeout-s", type=float, default=1800)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join("results", "public_mask"))
-    return p.parse_args(argv)
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The benchmark's settings (legacy form: --model tiny --prompt-len 2)."""
+
+    model: str = "roberta-base"  # a preset: tiny | roberta-base | roberta-large
+    layers: int = 1
+    seq: int = 128  # text tokens per example (padded)
+    batch: int = 1
+    prompts: int = 1
+    prompt_len: int = 0
+    attention: str = "softmax_puma"  # the project's fot_puma default
+    activation: str = "gelu_puma"
+    protocol: str = "aby3"
+    timeout_s: float = 1800
+    seed: int = 0
+    out: str = os.path.join("results", "public_mask")
 
 
 def make_inputs(args, cfg, params):
+    """(embeds (B, S, H), mask, mask_onehot, prompt (P, L, H)): padded random examples."""
     rng = np.random.default_rng(args.seed)
-    b, s = args.batch, args.seq
-    ids = rng.integers(3, cfg.vocab_size - 1, (b, s)).astype(np.int32)
-    lengths = rng.integers(max(3, s // 2), s + 1, b)
-    mask = (np.arange(s)[None] < lengths[:, None]).astype(np.int32)
-    ids[:, 0] = cfg.bos_token_id
-    ids[np.arange(b), lengths - 1] = cfg.eos_token_id
-    ids[mask == 0] = cfg.pad_token_id
-    mask_at = lengths // 2
-    ids[np.arange(b), mask_at] = cfg.mask_token_id
-    mask_onehot = np.zeros((b, s), np.float32)
-    mask_onehot[np.arange(b), mask_at] = 1
-    pos = position_ids(mask, cfg, args.prompt_len)
-    embeds = np.asarray(jax.jit(embed_fn(cfg, args.prompt_len))(params, ids, pos))
-    prompt = (0.1 * rng.standard_normal((args.prompts, args.prompt_len, cfg.hidden_size))
-              ).astype(np.float32)
+    ids, mask, mask_onehot = common.random_examples(cfg, rng, args.batch, args.seq, padded=True)
+    embeds = common.embed_examples(cfg, params, ids, mask, args.prompt_len)
+    prompt = common.random_prompts(rng, args.prompts, args.prompt_len, cfg.hidden_size)
     return embeds, mask, mask_onehot, prompt
 
 
 def run(args) -> dict:
-    cfg = ModelConfig.preset(args.model, num_hidden_layers=args.layers, attention=args.attention,
-                             activation=args.activation)
-    params = init_params(cfg, seed=args.seed)
+    check_choice("model preset", args.model, tuple(PRESETS))
+    cfg, params, _ = common.build_model(args.model, args.seed, args.layers,
+                                        attention=args.attention, activation=args.activation)
     words = (10, 20)
     embeds, mask, mask_onehot, prompt = make_inputs(args, cfg, params)
     ref = np.asarray(jax.jit(verbalizer_fn(cfg, words))(params, embeds, mask, mask_onehot, prompt))
@@ -100,7 +87,7 @@ def run(args) -> dict:
             print(name, json.dumps(rows[name]), flush=True)
     sec, pub = rows["secret_mask"], rows["public_mask"]
     rec = dict(
-        command=shlex.join(["python", "experiments/bench_public_mask.py", *sys.argv[1:]]),
+        command=common.command_line(),
         setting=dict(
             model=args.model, layers=args.layers, hidden=cfg.hidden_size,
             heads=cfg.num_attention_heads, attention=cfg.attention, activation=cfg.activation,
@@ -115,12 +102,8 @@ def run(args) -> dict:
                     bytes_fraction=(sec["bytes_total"] - pub["bytes_total"]) / sec["bytes_total"],
                     send_actions=sec["send_actions_total"] - pub["send_actions_total"]),
     )
-    os.makedirs(args.out, exist_ok=True)
     tag = f"public_mask_{args.model}_L{args.layers}_s{args.seq}_{args.protocol}"
-    with open(os.path.join(args.out, tag + ".json"), "w") as fh:
-        json.dump(rec, fh, indent=1)
-    with open(os.path.join(args.out, tag + ".md"), "w") as fh:
-        fh.write(markdown(rec))
+    common.write_outputs(args.out, tag, rec, markdown(rec), cfg=args)
     print(markdown(rec))
     return rec
 
@@ -136,17 +119,22 @@ def markdown(rec: dict) -> str:
         f"prompt), B = {s['batch']}, P = {s['prompts']}, {s['field']}, SPU {s['mode']}; "
         f"{s['weights']}; {s['note']}.",
         "",
-        "| mask | bytes | send actions | wall s | compile s | max abs err vs plaintext |",
-        "|---|---|---|---|---|---|",
+        *common.markdown_table(
+            ["mask", "bytes", "send actions", "wall s", "compile s", "max abs err vs plaintext"],
+            [[name, f"{r['bytes_total']:,}", f"{r['send_actions_total']:,}", r["wall_s"],
+              r["compile_s"], f"{r['max_abs_err_vs_plaintext']:.2e}"]
+             for name, r in rec["results"].items()]),
     ]
-    for name, r in rec["results"].items():
-        lines.append(f"| {name} | {r['bytes_total']:,} | {r['send_actions_total']:,} | "
-                     f"{r['wall_s']} | {r['compile_s']} | {r['max_abs_err_vs_plaintext']:.2e} |")
     lines += ["", f"Saving of the public mask: {sv['bytes']:,} bytes "
               f"({100 * sv['bytes_fraction']:.2f}% of the secret-mask call), "
               f"{sv['send_actions']:,} send actions."]
     return "\n".join(lines) + "\n"
 
 
+@common.hydra_app(Config, "bench_public_mask")
+def main(cfg) -> None:
+    run(cfg)
+
+
 if __name__ == "__main__":
-    run(parse_args())
+    main()

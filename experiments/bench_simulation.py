@@ -35,71 +35,67 @@ the command line, one row per case). Never imports spu (checked at start).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from secfwt_jax.backend.fxp import fxp_transform  # noqa: E402  (no spu: checked in run)
-from secfwt_jax.config import PRESETS, ModelConfig  # noqa: E402
-from secfwt_jax.model import embed_fn, init_params, position_ids, verbalizer_fn  # noqa: E402
-from secfwt_jax.tuning.evaluator import candidate_losses  # noqa: E402
+from secfwt_jax.backend.fxp import fxp_transform  # no spu: checked in run
+from secfwt_jax.config import PRESETS, ModelConfig, check_choice
+from secfwt_jax.model import init_params, verbalizer_fn
+from secfwt_jax.tuning.evaluator import candidate_losses
 
 CASES = ("population", "population_bf16", "loop", "population_fxp", "tuning")
 BUDGET = 8000
+MATMUL_PRECISIONS = ("default", "high", "highest")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default="roberta-large", choices=tuple(PRESETS))
-    p.add_argument("--layers", type=int, default=None, help="override num_hidden_layers")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=64, help="text tokens per example")
-    p.add_argument("--prompt-len", type=int, default=50)
-    p.add_argument("--popsize", type=int, default=20, help="lambda, candidates per generation")
-    p.add_argument("--budget", type=int, default=BUDGET, help="queries of the projected run")
-    p.add_argument("--generations", type=int, default=20, help="timed generations per case")
-    p.add_argument("--loop-generations", type=int, default=3,
-                   help="timed generations of the Python-loop case")
-    p.add_argument("--fxp-generations", type=int, default=5,
-                   help="timed generations of the fixed-point case")
-    p.add_argument("--cases", default=",".join(CASES),
-                   help=f"comma-separated subset of {', '.join(CASES)}")
-    p.add_argument("--matmul-precision", default="default", choices=("default", "high", "highest"),
-                   help="jax.default_matmul_precision for the float32 cases (GPU: default=TF32)")
-    p.add_argument("--fxp-fast", action="store_true",
-                   help="fixed-point case without exact (Dekker) products: faster, not bit-exact")
-    p.add_argument("--optimizer", default="cmaes", help="tuning case: TuningConfig.optimizer")
-    p.add_argument("--intrinsic-dim", type=int, default=500, help="tuning case: d")
-    p.add_argument("--dev", type=int, default=32, help="tuning case: dev examples")
-    p.add_argument("--eval-every", type=int, default=100,
-                   help="tuning case: calls between BBT's dev checks (BBT: 100; 0: none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join("results", "simulation"))
-    args = p.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    bad = [c for c in cases if c not in CASES]
-    if bad:
-        p.error(f"unknown cases {bad}; accepted: {', '.join(CASES)}")
-    args.cases = cases
-    return args
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The benchmark's settings (legacy form: --model tiny --cases tuning,loop --fxp-fast)."""
+
+    model: str = "roberta-large"  # a preset: tiny | roberta-base | roberta-large
+    layers: int | None = None  # override num_hidden_layers
+    batch: int = 32
+    seq: int = 64  # text tokens per example
+    prompt_len: int = 50
+    popsize: int = 20  # lambda, candidates per generation
+    budget: int = BUDGET  # queries of the projected run
+    generations: int = 20  # timed generations per case
+    loop_generations: int = 3  # timed generations of the Python-loop case
+    fxp_generations: int = 5  # timed generations of the fixed-point case
+    cases: list[str] = dataclasses.field(default_factory=lambda: list(CASES))  # subset of CASES
+    # jax.default_matmul_precision for the float32 cases (GPU: default=TF32): default|high|highest
+    matmul_precision: str = "default"
+    fxp_fast: bool = False  # fixed-point case without exact (Dekker) products: not bit-exact
+    optimizer: str = "cmaes"  # tuning case: TuningConfig.optimizer
+    intrinsic_dim: int = 500  # tuning case: d
+    dev: int = 32  # tuning case: dev examples
+    eval_every: int = 100  # tuning case: calls between BBT's dev checks (BBT: 100; 0: none)
+    seed: int = 0
+    out: str = os.path.join("results", "simulation")
+
+
+def check_config(cfg) -> None:
+    """ValueError naming the bad value and the accepted ones, before any work."""
+    check_choice("model preset", cfg.model, tuple(PRESETS))
+    check_choice("matmul_precision", cfg.matmul_precision, MATMUL_PRECISIONS)
+    for case in cfg.cases:
+        check_choice("case", case, CASES)
 
 
 def setting(args, cfg: ModelConfig, devices) -> dict:
     import flax
 
     return dict(
-        command=" ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        command=common.command_line(),
         date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         platform=devices[0].platform, device_kind=devices[0].device_kind, devices=len(devices),
         host=platform.node(), cpu_count=os.cpu_count(), python=platform.python_version(),
@@ -124,23 +120,14 @@ def _jaxlib_version():
 
 
 def make_problem(args, cfg: ModelConfig):
-    """Random examples (B, S) with a <mask> each, their frozen embeddings, labels, and the
-    prompts of every timed generation (G, P, L, H) scaled like BBT's (embedding std)."""
+    """Random padded examples (B, S) with a <mask> each (common.random_examples), their frozen
+    embeddings, labels, and the prompts of every timed generation (G, P, L, H) scaled like
+    BBT's (embedding std)."""
     rng = np.random.default_rng(args.seed)
-    b, s = args.batch, args.seq
-    ids = rng.integers(3, cfg.vocab_size - 1, (b, s)).astype(np.int32)
-    ids[:, 0], ids[:, -1] = cfg.bos_token_id, cfg.eos_token_id
-    lengths = rng.integers(s // 2, s + 1, b)
-    mask = (np.arange(s)[None] < lengths[:, None]).astype(np.int32)
-    ids[mask == 0] = cfg.pad_token_id
-    mask_pos = rng.integers(1, lengths - 1)
-    ids[np.arange(b), mask_pos] = cfg.mask_token_id
-    mask_onehot = np.zeros((b, s), np.float32)
-    mask_onehot[np.arange(b), mask_pos] = 1.0
-    labels = rng.integers(0, 2, b).astype(np.int32)
+    ids, mask, mask_onehot = common.random_examples(cfg, rng, args.batch, args.seq, padded=True)
+    labels = rng.integers(0, 2, args.batch).astype(np.int32)
     params = init_params(cfg, args.seed)
-    pos = position_ids(mask, cfg, args.prompt_len)
-    embeds = jax.jit(embed_fn(cfg, args.prompt_len))(params, ids, pos)
+    embeds = common.embed_examples(cfg, params, ids, mask, args.prompt_len)
     std = float(jnp.std(params["word_embeddings"]))
     n_gen = max(args.generations, args.loop_generations, args.fxp_generations) + 1
     prompts = (rng.standard_normal((n_gen, args.popsize, args.prompt_len, cfg.hidden_size))
@@ -238,6 +225,7 @@ def time_loop(f, args_fixed, prompts, labels, generations):
 
 
 def run(args) -> dict:
+    check_config(args)
     if "spu" in sys.modules:
         raise RuntimeError("spu was imported: this benchmark must run where spu is absent")
     overrides = {} if args.layers is None else {"num_hidden_layers": args.layers}
@@ -258,7 +246,6 @@ def run(args) -> dict:
     labels_d = jax.device_put(labels, replicated)
     tag = f"bench_{args.model}" + ("" if args.layers is None else f"_L{args.layers}")
     tag += "_" + "".join(c if c.isalnum() else "-" for c in devices[0].device_kind.lower())
-    os.makedirs(args.out, exist_ok=True)
     rows, ref_losses, end_to_end = [], None, None
     precision = None if args.matmul_precision == "default" else args.matmul_precision
 
@@ -315,7 +302,7 @@ def run(args) -> dict:
     return dict(setting=info, results=rows, end_to_end=end_to_end)
 
 
-def random_examples(cfg: ModelConfig, n: int, seq: int, rng, placeholders: int = 0):
+def tuning_examples(cfg: ModelConfig, n: int, seq: int, rng, placeholders: int = 0):
     """n random `<s> [placeholders] t.. <mask> </s> <pad>..` examples (planted.random_batch)
     with random binary labels, as a Batch."""
     from secfwt_jax.tasks.encode import Batch
@@ -339,8 +326,8 @@ def run_tuning(args, cfg: ModelConfig, params, label_words) -> dict:
 
     rng = np.random.default_rng(args.seed + 1)
     # BBT's pipeline (TuningConfig's defaults): prompt_len placeholder tokens after <s>
-    train = random_examples(cfg, args.batch, args.seq, rng, args.prompt_len)
-    dev = random_examples(cfg, args.dev, args.seq, rng, args.prompt_len) if args.dev else None
+    train = tuning_examples(cfg, args.batch, args.seq, rng, args.prompt_len)
+    dev = tuning_examples(cfg, args.dev, args.seq, rng, args.prompt_len) if args.dev else None
     tcfg = TuningConfig(
         optimizer=args.optimizer, popsize=args.popsize, intrinsic_dim=args.intrinsic_dim,
         prompt_len=args.prompt_len, budget=args.budget, eval_every=args.eval_every,
@@ -378,10 +365,8 @@ def run_tuning(args, cfg: ModelConfig, params, label_words) -> dict:
 
 
 def write(args, info: dict, rows: list, tag: str, end_to_end: dict | None = None) -> None:
-    with open(os.path.join(args.out, tag + ".json"), "w") as fh:
-        json.dump(dict(setting=info, results=rows, end_to_end=end_to_end), fh, indent=1)
-    with open(os.path.join(args.out, tag + ".md"), "w") as fh:
-        fh.write(markdown(info, rows, end_to_end))
+    common.write_outputs(args.out, tag, dict(setting=info, results=rows, end_to_end=end_to_end),
+                         markdown(info, rows, end_to_end), cfg=args)
 
 
 def markdown(info: dict, rows: list, end_to_end: dict | None = None) -> str:
@@ -462,5 +447,10 @@ def markdown(info: dict, rows: list, end_to_end: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+@common.hydra_app(Config, "bench_simulation")
+def main(cfg) -> None:
+    run(cfg)
+
+
 if __name__ == "__main__":
-    run(parse_args())
+    main()

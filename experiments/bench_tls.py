@@ -9,29 +9,28 @@ TLS's own record and handshake bytes are not in them); times are wall-clock per 
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
-import shlex
 import subprocess
-import sys
 import tempfile
 
+import common
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The benchmark's settings (legacy form: --protocol aby3 --repeats 5)."""
+
+    protocol: str = "aby3"
+    repeats: int = 5  # calls per link kind, interleaved
+    batch: int = 4
+    seq_len: int = 16
+    out: str = "results/tls"
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--protocol", default="aby3")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=16)
-    ap.add_argument("--out", default="results/tls")
-    args = ap.parse_args(argv)
-
-    from secfwt_jax import ModelConfig, init_params
+@common.hydra_app(Config, "bench_tls")
+def main(args) -> None:
     from secfwt_jax.backend import make_backend
     from secfwt_jax.model import verbalizer_fn
 
@@ -40,15 +39,15 @@ def main(argv=None) -> None:
     subprocess.run(["bash", os.path.join(here, "make_certs.sh"), certs], check=True,
                    capture_output=True)
     tls = {"cert": f"{certs}/party.pem", "key": f"{certs}/party.key", "ca": f"{certs}/ca.pem"}
-    cfg = ModelConfig.preset("tiny", attention="softmax_puma", activation="gelu_puma")
-    params = init_params(cfg, 0)
+    cfg, params, _ = common.build_model("tiny", 0, attention="softmax_puma",
+                                        activation="gelu_puma")
     rng = np.random.default_rng(0)
     b, s = args.batch, args.seq_len
     embeds = (0.5 * rng.standard_normal((b, s, cfg.hidden_size))).astype(np.float32)
     mask = np.ones((b, s), np.int32)
     onehot = np.zeros((b, s), np.float32)
     onehot[:, 1] = 1
-    prompt = (0.1 * rng.standard_normal((1, 2, cfg.hidden_size))).astype(np.float32)
+    prompt = common.random_prompts(rng, 1, 2, cfg.hidden_size)
     f = verbalizer_fn(cfg, [5, 6])
     backends = {name: make_backend(args.protocol, mode="mp", timeout_s=120, tls=t)
                 for name, t in (("tcp", None), ("tls", tls))}
@@ -66,23 +65,19 @@ def main(argv=None) -> None:
         for be in backends.values():
             be.close()
     med = {k: float(np.median([r["wall_s"] for r in v])) for k, v in runs.items()}
-    command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
+    command = common.command_line()
     rec = dict(command=command, protocol=args.protocol, mode="mp (one process per party, "
                "loopback, one shared 2-core machine)", model="tiny (random weights)",
                batch=b, seq_len=s, repeats=args.repeats, runs=runs, median_wall_s=med,
                tls_over_tcp_wall=med["tls"] / med["tcp"],
                bytes_equal=runs["tls"][0]["bytes_total"] == runs["tcp"][0]["bytes_total"])
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "tls.json"), "w") as fh:
-        json.dump(rec, fh, indent=1)
     md = [f"Command: `{command}`. {args.protocol}, mp mode on loopback, tiny model, batch {b}, "
           f"seq {s}; {args.repeats} calls each, interleaved, on a shared 2-core machine.", "",
-          "| links | median wall s per call | bytes per call (SPU payload) |", "|---|---|---|"]
-    for k in runs:
-        md.append(f"| {k} | {med[k]:.3f} | {runs[k][0]['bytes_total']:,} |")
-    md += ["", f"TLS / TCP wall time: {rec['tls_over_tcp_wall']:.2f}x."]
-    with open(os.path.join(args.out, "tls.md"), "w") as fh:
-        fh.write("\n".join(md) + "\n")
+          *common.markdown_table(
+              ["links", "median wall s per call", "bytes per call (SPU payload)"],
+              [[k, f"{med[k]:.3f}", f"{runs[k][0]['bytes_total']:,}"] for k in runs]),
+          "", f"TLS / TCP wall time: {rec['tls_over_tcp_wall']:.2f}x."]
+    common.write_outputs(args.out, "tls", rec, "\n".join(md) + "\n", cfg=args)
     print("\n".join(md))
 
 

@@ -50,6 +50,7 @@ from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
 _ARGV: list[str] | None = None  # the command line as typed, before legacy_overrides
+_CONF_DIRS: dict[str, str | None] = {}  # config name -> its search path (None: no groups)
 # Hydra's own command-line flags (`python x.py --help`): never read as legacy arguments
 HYDRA_FLAGS = ("--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run",
                "--multirun", "--shell-completion", "--config-path", "--config-name",
@@ -99,11 +100,15 @@ class ModelGroup:
 def hydra_app(config_class: type, name: str) -> Callable:
     """Decorator making `fn(cfg: DictConfig)` the script's Hydra entry point.
 
-    Registers `config_class` in Hydra's ConfigStore as `name` (the config groups under
-    conf/ stay available), and returns `main(cfg=None)`: called with a config (tests), it runs
-    `fn(cfg)`; without, it translates legacy arguments in sys.argv (`legacy_overrides`) and
-    runs `fn` under `hydra.main`."""
+    Registers `config_class` in Hydra's ConfigStore as `name`, and returns `main(cfg=None)`:
+    called with a config (tests), it runs `fn(cfg)`; without, it translates legacy arguments
+    in sys.argv (`legacy_overrides`) and runs `fn` under `hydra.main`. The config groups under
+    conf/ are searched only when the config's defaults name one (else a field called `model`
+    would be read as the group)."""
     ConfigStore.instance().store(name=name, node=config_class)
+    uses_groups = any(isinstance(d, dict) and not any(k.startswith("override ") for k in d)
+                      for d in config_class().defaults)
+    _CONF_DIRS[name] = CONF_DIR if uses_groups else None
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable:
         @functools.wraps(fn)
@@ -114,7 +119,8 @@ def hydra_app(config_class: type, name: str) -> Callable:
             _ARGV = list(sys.argv)
             sys.argv = [sys.argv[0], *legacy_overrides(sys.argv[1:], config_class)]
             logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-            return hydra.main(version_base=None, config_path=CONF_DIR, config_name=name)(fn)()
+            return hydra.main(version_base=None, config_path=_CONF_DIRS[name],
+                              config_name=name)(fn)()
 
         main.config_class = config_class
         return main
@@ -125,9 +131,12 @@ def hydra_app(config_class: type, name: str) -> Callable:
 def load_config(name: str, overrides: Iterable[str] = ()) -> DictConfig:
     """The config `name` (registered by importing its script) composed with `overrides`, as
     the script's main receives it (for tests and notebooks)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize, initialize_config_dir
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    conf_dir = _CONF_DIRS.get(name, CONF_DIR)
+    init = (initialize(config_path=None, version_base=None) if conf_dir is None
+            else initialize_config_dir(config_dir=conf_dir, version_base=None))
+    with init:
         return compose(config_name=name, overrides=list(overrides))
 
 
@@ -169,6 +178,21 @@ def legacy_overrides(args: list[str], config_class: type) -> list[str]:
         else:
             out.append(f"{key}={_hydra_value(values[0])}")
     return out
+
+
+def peek_argument(key: str, argv: list[str] | None = None) -> str | None:
+    """The value given to `key` on the command line (`key=V`, `--key V` or `--key=V`), or
+    None: for settings a script must apply before Hydra runs (e.g. thread counts read by
+    numpy and jax at import)."""
+    argv = sys.argv[1:] if argv is None else argv
+    legacy = "--" + key.replace("_", "-")
+    for i, a in enumerate(argv):
+        if a == legacy and i + 1 < len(argv):
+            return argv[i + 1]
+        for prefix in (key + "=", legacy + "="):
+            if a.startswith(prefix):
+                return a[len(prefix):]
+    return None
 
 
 def _field_kind(hint) -> str:
@@ -398,3 +422,31 @@ def warm_up(backend) -> None:
 
     x = np.linspace(-1, 1, 64, dtype=np.float32)
     backend.compile(warm)(x, x[::-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The attention benchmark's fixed setting (attention_cell, attention_trig, attention_grid and
+# attention_report read the same one)
+
+ATTENTION_KERNELS = ("softmax_naive", "softmax_puma", "rfa_builtin", "rfa_masked", "favor", "2quad")
+ATTENTION_PROTOCOLS = ("aby3", "semi2k", "cheetah")
+# one roberta-base-shaped layer: q, k, v from x ~ N(0, 1) (seq, 768) and W ~ N(0, 0.02)
+ATTENTION_LAYER = dict(hidden=768, heads=12, head_dim=64, init_std=0.02, num_features=64,
+                       feature_kind="orthogonal")
+# |x| <= 64 rad (|x'| <= 10.2 turns): the documented input range of the masked trig bench
+TRIG_RANGE_RAD = 64.0
+
+
+def attention_setting(backend, extra: dict | None = None) -> dict:
+    """The "setting" of an attention-benchmark record: the backend's protocol, mode, field and
+    fraction bits, the layer's shape and inputs, what was measured, and `extra`."""
+    a = ATTENTION_LAYER
+    return {
+        "protocol": backend.name, "mode": getattr(backend, "mode", None), "field": backend.field,
+        "fraction_bits": backend.fraction_bits, "heads": a["heads"], "head_dim": a["head_dim"],
+        "batch": 1, "hidden": a["hidden"], "init_std": a["init_std"],
+        "num_features": a["num_features"], "feature_kind": a["feature_kind"],
+        "inputs": "x ~ N(0,1) (seq, 768), W ~ N(0, 0.02)",
+        "measured": "attention kernel alone, one warm call, compile time excluded",
+        **(extra or {}),
+    }

@@ -2,18 +2,25 @@
 runtime is started with each (no TTP server configured: none ships with the wheel); the
 outcome is written to OUT/probe.json (default results/dealer).
 
-    python experiments/probe_dealers.py [OUT]
+    python experiments/probe_dealers.py [out=OUT]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import shlex
 import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common
+
+BEAVER_TYPES = ("TrustedFirstParty", "TrustedThirdParty", "MultiParty")
+
+
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    out: str = "results/dealer"  # OUT/probe.json
 
 
 def probe(beaver_type: str) -> dict:
@@ -34,19 +41,18 @@ def probe(beaver_type: str) -> dict:
     return dict(beaver_type=beaver_type, runs=True, spu_version=spu.__version__)
 
 
-def main(out: str = "results/dealer") -> None:
+@common.hydra_app(Config, "probe_dealers")
+def main(cfg) -> None:
     warnings.simplefilter("ignore")
-    records = [probe(b) for b in ("TrustedFirstParty", "TrustedThirdParty", "MultiParty")]
-    os.makedirs(out, exist_ok=True)
-    command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
-    with open(os.path.join(out, "probe.json"), "w") as f:
-        json.dump({"command": command, "records": records}, f, indent=1)
+    records = [probe(b) for b in BEAVER_TYPES]
+    common.write_json(os.path.join(cfg.out, "probe.json"),
+                      {"command": common.command_line(), "records": records})
     for r in records:
         print(json.dumps(r))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()
     sys.stdout.flush()
     # the half-started runtimes of the refused dealers abort in their C++ destructors at
     # interpreter exit ("terminate called without an active exception"); the probe is done

@@ -8,10 +8,13 @@ Writes results/optimizer/eigh_threads.json and .md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+
+import common
 
 CHILD = r"""
 import json, time, numpy as np, jax, jax.numpy as jnp
@@ -27,8 +30,18 @@ print(json.dumps(ts))
 """
 
 
-def main(dims=(500, 1000), rounds=3, out="results/optimizer"):
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    dims: list[int] = dataclasses.field(default_factory=lambda: [500, 1000])
+    rounds: int = 3  # processes per (d, threads), alternating
+    out: str = "results/optimizer"  # OUT/eigh_threads.json and .md
+
+
+@common.hydra_app(Config, "probe_eigh_threads")
+def main(cfg) -> None:
     import numpy as np
+
+    dims, rounds = list(cfg.dims), cfg.rounds
 
     rows = []
     load0 = os.getloadavg()
@@ -45,25 +58,23 @@ def main(dims=(500, 1000), rounds=3, out="results/optimizer"):
                                  median_ms=round(1e3 * float(np.median(ts)), 2),
                                  max_ms=round(1e3 * max(ts), 2)))
                 print(json.dumps(rows[-1]), flush=True)
-    rec = dict(command="python experiments/probe_eigh_threads.py",
+    rec = dict(command=common.command_line(),
                note="10 calls per process after one warm-up; a machine shared with other jobs",
                cpu_count=os.cpu_count(), loadavg_start=load0, loadavg_end=os.getloadavg(),
                rows=rows)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "eigh_threads.json"), "w") as fh:
-        json.dump(rec, fh, indent=1)
     lines = ["# float32 eigh, BLAS default threads vs 1", "", f"Command: `{rec['command']}`  ",
              f"{rec['note']}; {rec['cpu_count']} cores; load average at start "
              f"{[round(x, 2) for x in load0]}, at end {[round(x, 2) for x in rec['loadavg_end']]}",
-             "", "| d | BLAS threads | medians of the rounds (ms) | max of any call (ms) |",
-             "|---|---|---|---|"]
+             ""]
+    table = []
     for n in dims:
         for threads in ("default", "1"):
             sel = [x for x in rows if x["dim"] == n and x["blas_threads"] == threads]
-            lines.append(f"| {n} | {threads} | {', '.join(str(x['median_ms']) for x in sel)} | "
-                         f"{max(x['max_ms'] for x in sel)} |")
-    with open(os.path.join(out, "eigh_threads.md"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+            table.append([n, threads, ", ".join(str(x["median_ms"]) for x in sel),
+                          max(x["max_ms"] for x in sel)])
+    lines += common.markdown_table(["d", "BLAS threads", "medians of the rounds (ms)",
+                                    "max of any call (ms)"], table)
+    common.write_outputs(cfg.out, "eigh_threads", rec, "\n".join(lines) + "\n", cfg=cfg)
     print("\n".join(lines))
 
 

@@ -6,18 +6,20 @@ derives every Beaver triple; insecure against party 0). This adds "dealer":
 "setting"), and rewrites the SEMI2K cells of their markdown tables as "semi2k (TFP)". No
 figure changes. Idempotent.
 
-    python experiments/relabel_dealer.py results/batching \
-        results/forward/roberta-base-1layer-seq128 \
-        results/iteration/roberta-large_semi2k results/iteration
+    python experiments/relabel_dealer.py 'dirs=[results/batching,
+        results/forward/roberta-base-1layer-seq128,results/iteration/roberta-large_semi2k,
+        results/iteration]'
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
 import re
-import sys
+
+import common
 
 DEALER = "trusted_first_party"
 NOTE = ("semi2k (TFP): SEMI2K with SPU's TrustedFirstParty dealer, the default beaver_type when "
@@ -44,8 +46,7 @@ def relabel_json(path: str) -> int:
         return 0
     n = sum(label_record(r) for r in records if isinstance(r, dict))
     if n:
-        with open(path, "w") as f:
-            json.dump(data, f, indent=1)
+        common.write_json(path, data)
     return n
 
 
@@ -61,8 +62,16 @@ def relabel_markdown(path: str) -> int:
     return n
 
 
-def main(dirs) -> None:
-    for d in dirs:
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    dirs: list[str] = dataclasses.field(default_factory=list)  # folders of *.json and *.md
+
+
+@common.hydra_app(Config, "relabel_dealer")
+def main(cfg) -> None:
+    if not cfg.dirs:
+        raise SystemExit("no folders given: dirs=[DIR,...]")
+    for d in cfg.dirs:
         for path in sorted(glob.glob(os.path.join(d, "*.json"))):
             print(f"{path}: {relabel_json(path)} records labelled")
         for path in sorted(glob.glob(os.path.join(d, "*.md"))):
@@ -70,4 +79,4 @@ def main(dirs) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

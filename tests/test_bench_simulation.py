@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
 
 import bench_simulation  # noqa: E402
+import common  # noqa: E402
 
 ARGS = ["--model", "tiny", "--cases", "tuning", "--budget", "20", "--popsize", "4",
         "--intrinsic-dim", "6", "--prompt-len", "3", "--seq", "10", "--batch", "6", "--dev", "4",
@@ -37,8 +38,16 @@ def test_tuning_case_runs_the_whole_budget_end_to_end(tmp_path):
     assert "End-to-end tuning run (plaintext, not extrapolated)" in md
 
 
-def test_unknown_case_is_rejected_with_the_accepted_ones(capsys):
-    with pytest.raises(SystemExit):
-        bench_simulation.parse_args(["--cases", "tuning,bogus"])
-    err = capsys.readouterr().err
-    assert "'bogus'" in err and "tuning" in err
+def test_unknown_case_is_rejected_with_the_accepted_ones():
+    cfg = common.load_config("bench_simulation", ["cases=[tuning,bogus]"])
+    with pytest.raises(ValueError, match="unknown case 'bogus'; accepted: population, .*tuning"):
+        bench_simulation.check_config(cfg)
+
+
+def test_legacy_arguments_become_the_same_hydra_overrides():
+    legacy = common.legacy_overrides(ARGS + ["--fxp-fast", "--out", "a b"],
+                                     bench_simulation.Config)
+    assert legacy[:4] == ["model=tiny", "cases=[tuning]", "budget=20", "popsize=4"]
+    assert legacy[-2:] == ["fxp_fast=true", "out='a b'"]
+    cfg = common.load_config("bench_simulation", legacy)
+    assert (cfg.model, list(cfg.cases), cfg.fxp_fast, cfg.out) == ("tiny", ["tuning"], True, "a b")
