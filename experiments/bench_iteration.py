@@ -78,7 +78,7 @@ class Config(common.AppConfig):
 
     defaults: list = dataclasses.field(
         default_factory=common.hydra_defaults({"model": "roberta-large"}))
-    hydra: dict = dataclasses.field(default_factory=common.hydra_settings(
+    hydra: Any = dataclasses.field(default_factory=common.hydra_settings(
         "outputs/bench_iteration/${now:%Y-%m-%d_%H-%M-%S}"))
     # model group (tiny | roberta-base | roberta-large): its preset shapes, random weights
     model: common.ModelGroup = dataclasses.field(default_factory=common.ModelGroup)

@@ -35,7 +35,9 @@ layer-composed record when there is one). The output records say kind "composed"
 lengths and files they came from. If the inputs hold the two parts of an SFT step (sft_grad,
 sft_update; sft_update does not depend on seq_len), the SFT step is composed from them as in
 bench_iteration (secfwt_jax.costs.sft_from_parts), with the whole update read off its two largest
-measured slices (secfwt_jax.costs.whole_update). The fits are secfwt_jax.costs.compose.fit_seq
+measured slices (secfwt_jax.costs.whole_update). Without sft_update records, an SFT step
+measured as one program (method sft) at one length and its sft_grad part at the same length
+give the update as their difference (secfwt_jax.costs.records.update_from_step). The fits are secfwt_jax.costs.compose.fit_seq
 and fit_seq_mixed; this script is their command line.
 """
 

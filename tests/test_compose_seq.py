@@ -212,3 +212,24 @@ def test_a_concave_fit_never_reads_below_the_longest_point():
     assert out["by_op_class"]["matmul"]["bytes"] == pytest.approx(
         23.61e9 + 6 * (23.61e9 - 22.78e9), rel=1e-9)
     assert out["bytes_total"] == pytest.approx(figures(100, 10, 0, 128)["bytes_total"], abs=2)
+
+
+def test_sft_step_at_the_target_from_a_step_and_its_grad_part_at_one_length(tmp_path):
+    """Without sft_update records, the update is the measured step - its grad part at one
+    length (the update has no sequence in it); the step at the target is the fitted grad part
+    plus that update."""
+    grad = [rec("sft_grad", "part", s, coef=(50, 2, 0.1)) for s in (16, 32, 64)]
+    step = rec("sft", "iteration", 64, coef=(750, 2, 0.1))  # the grad part + 700 in every figure
+    out = tmp_path / "out"
+    cs.cli([write(tmp_path, "grad", grad), write(tmp_path, "step", [step]), "--seq", "128",
+            "--degree", "2", "--time-degree", "2", "--out", str(out)])
+    by = {r["method"]: r for r in json.loads((out / "iteration.json").read_text())}
+    assert set(by) == {"sft_grad", "sft_update", "sft"}
+    assert by["sft_update"]["wall_s"] == pytest.approx(700)
+    assert by["sft_update"]["bytes_total"] == pytest.approx(700_000, abs=2)
+    assert "the SFT step - its sft_grad part at seq 64" in by["sft_update"]["composition"]
+    assert by["sft"]["wall_s"] == pytest.approx(figures(750, 2, 0.1, 128)["wall_s"])
+    assert by["sft"]["bytes_total"] == pytest.approx(figures(750, 2, 0.1, 128)["bytes_total"],
+                                                     abs=4)
+    with pytest.raises(ValueError, match=r"differ in \['seq_len'\]"):
+        costs.records.update_from_step(step, grad[0])

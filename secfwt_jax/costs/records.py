@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 
 from .compose import FLAT_ROUNDS, extrapolate_entries, fit_seq_mixed
-from .figures import add, figures_of, networks
+from .figures import add, combine, figures_of, networks
 
 METHODS = ("sft", "prompt_tuning", "fot_softmax", "fot_rfa", "fot_puma", "fot_secfwt",
            "sft_grad", "sft_update")
@@ -95,6 +95,47 @@ def whole_update(records: list[dict]) -> list[dict]:
             "linear in the entries updated, through the two largest measured slices (send "
             "actions: the larger's where they do not grow)")
         out.append(dict(rec, source=slices[-1]["source"]))
+    return updates_from_steps(out)
+
+
+def update_from_step(step: dict, grad: dict) -> dict:
+    """The sft_update record of a model = its SFT step (one program) - its sft_grad part, both
+    at the same protocol, seq_len and layers: every figure subtracted. The update does not
+    depend on the sequence, and the two parts add up to the step exactly in bytes
+    (results/iteration/aby3_checks/parts_L1)."""
+    key = ("protocol", "seq_len", "layers", "model", "batch")
+    if any(step[k] != grad[k] for k in key):
+        raise ValueError(f"step and sft_grad differ in {[k for k in key if step[k] != grad[k]]}")
+    fig = combine([figures_of(step), figures_of(grad)], lambda a, b: a - b)
+    base = {k: step[k] for k in BASE_KEYS}
+    base.update(method="sft_update", unit="part", population=1, prompt_len=0,
+                definition=DEFINITIONS[("sft_update", "part")])
+    return dict(base, kind="composed", entries=None, entries_full=None,
+                composition=f"the SFT step - its sft_grad part at seq {step['seq_len']} (the "
+                f"update does not depend on seq_len); step: {step.get('composition', 'measured')}",
+                sources=[step.get("source"), grad.get("source")], source=step.get("source"),
+                **fig, networks=networks(fig))
+
+
+def updates_from_steps(records: list[dict]) -> list[dict]:
+    """For a protocol with SFT steps (method sft) but no sft_update record: the steps replaced
+    by the update (`update_from_step`) of the deepest step that has an sft_grad record at the
+    same seq_len and layers; other protocols' records unchanged."""
+    out = list(records)
+    for protocol in sorted({r["protocol"] for r in records if r["method"] == "sft"}):
+        if any(r["protocol"] == protocol and r["method"] in SEQ_FREE for r in records):
+            continue
+        mine = deepest([r for r in records if r["protocol"] == protocol])
+        pairs = []
+        for (_, method, _, seq), step in mine.items():
+            grad = mine.get((protocol, "sft_grad", "part", seq))
+            if method == "sft" and grad is not None and grad["layers"] == step["layers"]:
+                pairs.append((step, grad))
+        if not pairs:
+            continue
+        step, grad = max(pairs, key=lambda p: (p[0]["layers"], p[0]["seq_len"]))
+        out = [r for r in out if not (r["protocol"] == protocol and r["method"] == "sft")]
+        out.append(update_from_step(step, grad))
     return out
 
 
