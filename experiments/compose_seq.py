@@ -37,8 +37,8 @@ sft_update; sft_update does not depend on seq_len), the SFT step is composed fro
 bench_iteration (secfwt_jax.costs.sft_from_parts), with the whole update read off its two largest
 measured slices (secfwt_jax.costs.whole_update). Without sft_update records, an SFT step
 measured as one program (method sft) at one length and its sft_grad part at the same length
-give the update as their difference (secfwt_jax.costs.records.update_from_step). The fits are secfwt_jax.costs.compose.fit_seq
-and fit_seq_mixed; this script is their command line.
+give the update as their difference (secfwt_jax.costs.records.update_from_step). The fits are
+secfwt_jax.costs.compose.fit_seq and fit_seq_mixed; this script is their command line.
 """
 
 from __future__ import annotations
