@@ -24,7 +24,7 @@ the ABY3 measurement at 128.
     python experiments/compose_seq.py results/iteration/cheetah/fot_seq32/iteration.json \
         results/iteration/cheetah/fot_seq64/iteration.json --seq 128 --degree 1 \
         --prompt-len 50 --out results/iteration/roberta-large_cheetah_fot \
-        [--methods fot_secfwt] [--check measured_at_target.json]
+        [--methods fot_secfwt] [--units query] [--check measured_at_target.json]
     python experiments/compose_seq.py 'records=[a.json,b.json]' seq=128 degree=1 out=DIR
 
 (A Hydra app: the argparse form above, as recorded in results/, still works: leading paths are
@@ -72,6 +72,7 @@ class Config(common.AppConfig):
     prompt_len: int | None = None
     out: str | None = None  # directory for iteration.json/.md and plots (required)
     methods: list[str] | None = None  # only these methods of the records (null: all)
+    units: list[str] | None = None  # only these units (query, generation, ...; null: all)
     check: list[str] = dataclasses.field(default_factory=list)  # records at `seq` to check
 
 
@@ -98,6 +99,8 @@ def run(cfg: DictConfig, command: str) -> None:
         if bad:
             raise ValueError(f"methods {bad} are not in the records; they have {known}")
         records = [r for r in records if r["method"] in cfg.methods]
+    if cfg.units:
+        records = [r for r in records if r["unit"] in cfg.units]
     composed = compose_seq(records, int(cfg.seq), int(cfg.degree), command, cfg.prompt_len,
                            int(cfg.time_degree))
     composed = with_sft(composed)
