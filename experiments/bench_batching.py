@@ -5,31 +5,42 @@ the tuning loop's PromptEvaluator; MPC rounds are paid per op, so the batched ca
 once. Wall time and bytes are measured (SPU simulation on this machine); lan / wan100 times are
 modelled (docs/backend.md). Random weights (tiny model unless --model says otherwise).
 
-    python experiments/bench_batching.py --protocols aby3 semi2k --out results/batching
+    python experiments/bench_batching.py 'protocols=[aby3,semi2k]' dealer=trusted_first_party \
+        out=results/batching
+    python experiments/bench_batching.py --protocols aby3 semi2k --dealer trusted_first_party \
+        --out results/batching                                  # the legacy form, translated
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import os
-import shlex
-import sys
 
+import common
 import numpy as np
+from omegaconf import DictConfig
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from secfwt_jax import ModelConfig, init_params
+from secfwt_jax.backend import estimate_time, make_backend, protocol_label, sum_costs
+from secfwt_jax.tasks.encode import Batch
+from secfwt_jax.tasks.planted import random_batch
+from secfwt_jax.tuning.evaluator import PromptEvaluator
 
-from secfwt_jax import ModelConfig, init_params  # noqa: E402
-from secfwt_jax.backend import (  # noqa: E402
-    estimate_time,
-    make_backend,
-    protocol_label,
-    sum_costs,
-)
-from secfwt_jax.tasks.encode import Batch  # noqa: E402
-from secfwt_jax.tasks.planted import random_batch  # noqa: E402
-from secfwt_jax.tuning.evaluator import PromptEvaluator  # noqa: E402
+
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """`python experiments/bench_batching.py protocols=[aby3,semi2k] dealer=trusted_first_party
+    out=results/batching` (legacy form: `--protocols aby3 semi2k --out results/batching`)."""
+
+    model: str = "tiny"  # preset name (random weights)
+    protocols: list[str] = dataclasses.field(default_factory=lambda: ["aby3", "semi2k"])
+    popsize: int = 20  # lambda candidates of one generation
+    batch: int = 16  # B examples
+    seq_len: int = 12  # text tokens per example (the soft prompt comes on top)
+    prompt_len: int = 4  # L soft-prompt tokens
+    out: str = "results/batching"  # batching.json and batching.md go here
+    # semi2k's dealer (required with semi2k): trusted_first_party, insecure against party 0
+    dealer: str | None = None
 
 
 def measure(protocol, cfg, params, batch, prompts, words, dealer=None):
@@ -58,19 +69,8 @@ def row(cost):
     )
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--protocols", nargs="+", default=["aby3", "semi2k"])
-    ap.add_argument("--popsize", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=12)
-    ap.add_argument("--prompt-len", type=int, default=4)
-    ap.add_argument("--out", default="results/batching")
-    ap.add_argument("--dealer", default=None, help="semi2k's dealer (required with semi2k): "
-                    "trusted_first_party, insecure against party 0")
-    args = ap.parse_args(argv)
-
+@common.hydra_app(Config, "bench_batching")
+def main(args: DictConfig) -> None:
     cfg = ModelConfig.preset(args.model, initializer_range=0.3 if args.model == "tiny" else 0.02,
                              attention="softmax_puma", activation="gelu_puma")
     params = init_params(cfg, 0)
@@ -86,7 +86,7 @@ def main(argv=None):
         attention=cfg.attention, activation=cfg.activation, field="FM64", fraction_bits=18,
         mode="sim (parties as threads, one 2-core machine)", popsize=args.popsize,
         batch=args.batch, seq_len=args.seq_len + args.prompt_len, weights="random",
-        command="python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]]),
+        command=common.command_line(),
     )
     records = []
     for protocol in args.protocols:
@@ -98,9 +98,6 @@ def main(argv=None):
                             ratio={k: s[k] / b[k] for k in ("wall_s", "bytes_total",
                                                              "send_actions", "lan_s", "wan100_s")}))
         print(json.dumps(records[-1]), flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "batching.json"), "w") as f:
-        json.dump({"setting": setting, "records": records}, f, indent=1)
     lines = [
         f"Setting: {args.model} ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}), "
         f"{cfg.attention} + {cfg.activation}, FM64, lambda={args.popsize}, B={args.batch}, "
@@ -108,28 +105,24 @@ def main(argv=None):
         f"on 2 CPU cores. wall_s and bytes measured; lan/wan100 modelled. "
         f"Command: `{setting['command']}`",
         "",
-        "| protocol | calls | wall_s | bytes_total | send_actions | lan_s (modelled) | "
-        "wan100_s (modelled) |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in records:
-        for name, label in (("batched", "1 call, 20 candidates"), ("separate", "20 calls")):
+        label = protocol_label(r["protocol"], r.get("dealer"))
+        for name, calls in (("batched", f"1 call, {args.popsize} candidates"),
+                            ("separate", f"{args.popsize} calls")):
             c = r[name]
-            lines.append(
-                f"| {protocol_label(r['protocol'], r.get('dealer'))} | "
-                f"{label.replace('20', str(args.popsize))} | {c['wall_s']:.1f}"
-                f" | {c['bytes_total']:,} | {c['send_actions']:,} | {c['lan_s']:.1f} | "
-                f"{c['wan100_s']:.1f} |"
-            )
+            rows.append([label, calls, f"{c['wall_s']:.1f}", f"{c['bytes_total']:,}",
+                         f"{c['send_actions']:,}", f"{c['lan_s']:.1f}", f"{c['wan100_s']:.1f}"])
         q = r["ratio"]
-        lines.append(
-            f"| {protocol_label(r['protocol'], r.get('dealer'))} | separate / batched | "
-            f"{q['wall_s']:.2f}x | "
-            f"{q['bytes_total']:.2f}x | {q['send_actions']:.1f}x | {q['lan_s']:.2f}x | "
-            f"{q['wan100_s']:.2f}x |"
-        )
-    with open(os.path.join(args.out, "batching.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+        rows.append([label, "separate / batched", f"{q['wall_s']:.2f}x",
+                     f"{q['bytes_total']:.2f}x", f"{q['send_actions']:.1f}x", f"{q['lan_s']:.2f}x",
+                     f"{q['wan100_s']:.2f}x"])
+    lines += common.markdown_table(
+        ["protocol", "calls", "wall_s", "bytes_total", "send_actions", "lan_s (modelled)",
+         "wan100_s (modelled)"], rows)
+    common.write_outputs(args.out, "batching", {"setting": setting, "records": records},
+                         "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

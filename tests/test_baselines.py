@@ -146,7 +146,8 @@ def test_secure_sft_and_prompt_steps_match_plaintext_under_aby3(setup):
 
 @pytest.mark.timeout(240)
 def test_composed_layer_costs_match_a_measured_deeper_model():
-    """bench_iteration's composition cost(N) = cost(1) + (N - 1)(cost(2) - cost(1)) is within
+    """The layer composition (secfwt_jax.costs.compose_layers, bench_iteration's)
+    cost(N) = cost(1) + (N - 1)(cost(2) - cost(1)) is within
     10% of the measured 3-layer program in bytes (SFT step, FoT query with softmax and with
     masked-trig RFA, aby3, tiny shapes).
     Time is checked by the benchmark's validation runs (results/iteration/validation_*): on
@@ -160,6 +161,7 @@ def test_composed_layer_costs_match_a_measured_deeper_model():
     import bench_iteration as bi
 
     from secfwt_jax.backend import make_backend
+    from secfwt_jax.costs import compose_layers, cost_figures
 
     cfg = OmegaConf.create(dict(
         model=dict(name="tiny", initializer_range=0.02), seq_len=8, batch=1, population=2,
@@ -170,8 +172,8 @@ def test_composed_layer_costs_match_a_measured_deeper_model():
         figs = {}
         for layers in (1, 2, 3):
             with make_backend("aby3", timeout_s=120) as be:
-                figs[layers] = bi.cost_figures(bi.measure(cfg, be, method, layers)[0][2])
-        composed = bi.compose(figs[1], figs[2], 3)
+                figs[layers] = cost_figures(bi.measure(cfg, be, method, layers)[0][2])
+        composed = compose_layers(figs[1], figs[2], 3)
         assert abs(composed["bytes_total"] / figs[3]["bytes_total"] - 1) < 0.1, method
         assert figs[3]["bytes_total"] > figs[2]["bytes_total"] > figs[1]["bytes_total"]
 

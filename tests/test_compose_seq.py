@@ -1,5 +1,6 @@
-"""experiments/compose_seq.py: per-iteration figures at a sequence length composed from records
-at shorter ones (polynomial through the points), the SFT step from its parts, and the check."""
+"""Per-iteration figures at a sequence length composed from records at shorter ones
+(secfwt_jax.costs.compose_seq: polynomial through the points), the SFT step from its parts, and
+the check; experiments/compose_seq.py is their command line (`cs.main`)."""
 
 import json
 import os
@@ -9,6 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
 import compose_seq as cs  # noqa: E402
+
+from secfwt_jax import costs  # noqa: E402
 
 
 def figures(a: float, b: float, c: float, s: int) -> dict:
@@ -28,7 +31,7 @@ def rec(method, unit, s, layers=24, kind="composed", coef=(100, 10, 0), **extra)
         batch=1, population=1, prompt_len=0 if method.startswith("sft") else round(50 * s / 128),
         unit=unit, definition="d", field="FM64", mode="sim", weights="random", kind=kind,
         command=f"python experiments/bench_iteration.py seq_len={s}", **fig,
-        networks=cs.networks(fig), **extra)
+        networks=costs.networks(fig), **extra)
 
 
 def write(tmp_path, name, records):
@@ -45,8 +48,8 @@ def test_the_fit_recovers_a_polynomial_cost_at_the_target_length(degree, coef):
     records.append(rec("fot_secfwt", "query", 32, layers=1, kind="measured", coef=(1, 1, 1)))
     for r, s in zip(records, seqs):
         r["source"] = f"f{s}.json"
-    (out,) = cs.compose(records, 128, degree, "cmd", prompt_len=50, time_degree=degree)
-    assert cs.compose(records, 128, degree, "cmd")[0]["prompt_len"] == round(
+    (out,) = costs.compose_seq(records, 128, degree, "cmd", prompt_len=50, time_degree=degree)
+    assert costs.compose_seq(records, 128, degree, "cmd")[0]["prompt_len"] == round(
         records[degree]["prompt_len"] * 128 / seqs[-1])
     want = figures(*coef, 128)
     assert out["wall_s"] == pytest.approx(want["wall_s"])
@@ -62,7 +65,7 @@ def test_the_fit_recovers_a_polynomial_cost_at_the_target_length(degree, coef):
 def test_bytes_take_the_degree_and_time_and_rounds_the_line_through_the_two_longest():
     records = [dict(rec("sft_grad", "part", s, coef=(100, 10, 0.5)), source="x")
                for s in (16, 32, 64)]
-    (out,) = cs.compose(records, 128, 2, "cmd")  # time_degree 1 by default
+    (out,) = costs.compose_seq(records, 128, 2, "cmd")  # time_degree 1 by default
     quad, at = figures(100, 10, 0.5, 128), {s: figures(100, 10, 0.5, s) for s in (32, 64)}
     line = 3 * at[64]["wall_s"] - 2 * at[32]["wall_s"]  # through 32 and 64, read at 128
     assert out["bytes_total"] == pytest.approx(quad["bytes_total"], abs=2)
@@ -73,23 +76,23 @@ def test_bytes_take_the_degree_and_time_and_rounds_the_line_through_the_two_long
     assert max(out["send_actions"]) == pytest.approx(10 * line, abs=2)
     assert out["time_degree"] == 1 and "degree 1 through seq [32, 64]" in out["composition"]
     with pytest.raises(ValueError, match="time_degree 2 is above degree 1"):
-        cs.compose(records[1:], 128, 1, "cmd", time_degree=2)
+        costs.compose_seq(records[1:], 128, 1, "cmd", time_degree=2)
 
 
 def test_a_linear_fit_of_quadratic_costs_underestimates():
     """The degree is a claim about the program; the check (below) is what tests it."""
     records = [dict(rec("sft_grad", "part", s, coef=(0, 1, 1)), source="x") for s in (32, 64)]
-    (out,) = cs.compose(records, 128, 1, "cmd")
+    (out,) = costs.compose_seq(records, 128, 1, "cmd")
     assert out["wall_s"] < figures(0, 1, 1, 128)["wall_s"]
 
 
 def test_too_few_or_too_many_lengths_name_what_is_there():
     records = [dict(rec("fot_secfwt", "query", s), source="x") for s in (32, 64)]
     with pytest.raises(ValueError, match=r"degree 2 needs 3 sequence lengths.*\[32, 64\]"):
-        cs.compose(records, 128, 2, "cmd")
+        costs.compose_seq(records, 128, 2, "cmd")
     records.append(dict(rec("fot_secfwt", "query", 16), source="x"))
     with pytest.raises(ValueError, match=r"degree 1 needs 2"):
-        cs.compose(records, 128, 1, "cmd")
+        costs.compose_seq(records, 128, 1, "cmd")
 
 
 def test_sft_step_from_the_grad_part_at_the_target_and_the_whole_update(tmp_path):
@@ -104,7 +107,7 @@ def test_sft_step_from_the_grad_part_at_the_target_and_the_whole_update(tmp_path
                       entries_full=1000))
     paths = [write(tmp_path, "grad", grad), write(tmp_path, "update", update)]
     out = tmp_path / "out"
-    cs.main([*paths, "--seq", "128", "--degree", "2", "--time-degree", "2", "--out", str(out)])
+    cs.cli([*paths, "--seq", "128", "--degree", "2", "--time-degree", "2", "--out", str(out)])
     records = json.loads((out / "iteration.json").read_text())
     by = {r["method"]: r for r in records}
     assert set(by) == {"sft_grad", "sft_update", "sft"}
@@ -119,7 +122,7 @@ def test_sft_step_from_the_grad_part_at_the_target_and_the_whole_update(tmp_path
     assert sft["unit"] == "iteration" and sft["kind"] == "composed"
     assert sft["wall_s"] == pytest.approx(700 + want_grad["wall_s"])
     with pytest.raises(ValueError, match="cheetah sft_update: need two measured slices"):
-        cs.whole_update([dict(update[0], source="x")])
+        costs.whole_update([dict(update[0], source="x")])
     assert sft["bytes_total"] == by["sft_grad"]["bytes_total"] + by["sft_update"]["bytes_total"]
     assert sft["by_op_class"]["matmul"]["bytes"] == (
         by["sft_grad"]["by_op_class"]["matmul"]["bytes"]
@@ -136,7 +139,7 @@ def test_check_compares_with_a_record_at_the_target_length(tmp_path):
     # the "measurement" at 64 is 10% above the linear cost
     target = rec("fot_secfwt", "query", 64, coef=(110, 11, 0))
     out = tmp_path / "out"
-    cs.main([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out", str(out),
+    cs.cli([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out", str(out),
              "--methods", "fot_secfwt", "--check", write(tmp_path, "target", [target])])
     (row,) = json.loads((out / "seq_check.json").read_text())
     assert row["wall_ratio"] == pytest.approx(1 / 1.1)
@@ -148,22 +151,21 @@ def test_check_compares_with_a_record_at_the_target_length(tmp_path):
 
 def test_missing_file_and_unmatched_check_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
-        cs.main([str(tmp_path / "nope.json"), "--seq", "128", "--degree", "1", "--out",
+        cs.cli([str(tmp_path / "nope.json"), "--seq", "128", "--degree", "1", "--out",
                  str(tmp_path / "o")])
     pts = [rec("fot_secfwt", "query", s) for s in (16, 32)]
     with pytest.raises(ValueError, match=r"methods \['sft'\] are not in the records"):
-        cs.main([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out",
+        cs.cli([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out",
                  str(tmp_path / "o"), "--methods", "sft"])
     other = rec("fot_puma", "query", 64)
     with pytest.raises(ValueError, match="no record .* matches"):
-        cs.main([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out",
+        cs.cli([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out",
                  str(tmp_path / "o"), "--check", write(tmp_path, "other", [other])])
 
 
 def test_update_extrapolation_in_the_entries_keeps_flat_rounds_and_extends_growing_ones():
-    """bench_iteration.extrapolate_entries (sft_update measured on slices): bytes and time on
-    the line through the slices; send actions on it only where they grow with the entries."""
-    import bench_iteration as bi
+    """costs.extrapolate_entries (sft_update measured on slices): bytes and time on the line
+    through the slices; send actions on it only where they grow with the entries."""
 
     def fig(n, rounds):
         return dict(wall_s=1.0 + n / 100, bytes_total=10 * n, bytes_sent=[6 * n, 4 * n],
@@ -172,20 +174,20 @@ def test_update_extrapolation_in_the_entries_keeps_flat_rounds_and_extends_growi
                                                     send_actions=rounds(n))},
                     party_order=["p0", "p1"])
 
-    growing = bi.extrapolate_entries(fig(100, lambda n: 50 + n), fig(200, lambda n: 50 + n),
-                                     100, 200, 10_000)
+    growing = costs.extrapolate_entries(fig(100, lambda n: 50 + n), fig(200, lambda n: 50 + n),
+                                        100, 200, 10_000)
     assert growing["bytes_total"] == 100_000 and growing["wall_s"] == pytest.approx(101.0)
     assert growing["send_actions"] == [10_050, 100]
     assert growing["by_op_class"]["reciprocal"]["send_actions"] == 10_050
     # +-1% noise between the slices must not be read 100x further out
-    flat = bi.extrapolate_entries(fig(100, lambda n: 1000 + (n == 100) * 10),
-                                  fig(200, lambda n: 1000 + (n == 100) * 10), 100, 200, 10_000)
+    flat = costs.extrapolate_entries(fig(100, lambda n: 1000 + (n == 100) * 10),
+                                     fig(200, lambda n: 1000 + (n == 100) * 10), 100, 200, 10_000)
     assert flat["send_actions"] == [1000, 100]
     assert flat["send_actions_total"] == 1100
     assert flat["bytes_total"] == 100_000
     # a count that shrinks between the slices is not read out (it would go negative)
-    shrinking = bi.extrapolate_entries(fig(100, lambda n: 1100 - n), fig(200, lambda n: 1100 - n),
-                                       100, 200, 10_000)
+    shrinking = costs.extrapolate_entries(fig(100, lambda n: 1100 - n),
+                                          fig(200, lambda n: 1100 - n), 100, 200, 10_000)
     assert shrinking["by_op_class"]["reciprocal"]["send_actions"] == 900
 
 
@@ -194,7 +196,7 @@ def test_send_actions_that_do_not_grow_with_the_sequence_stay_the_longest_record
     # ABY3-like: the total within 1% between lengths, one party's count off by 10%
     records[0].update(send_actions=[1000, 550], send_actions_total=1550)
     records[1].update(send_actions=[1060, 500], send_actions_total=1560)
-    (out,) = cs.compose(records, 128, 1, "cmd")
+    (out,) = costs.compose_seq(records, 128, 1, "cmd")
     assert out["send_actions"] == [1060, 500] and out["send_actions_total"] == 1560
     assert out["bytes_total"] == figures(100, 10, 0, 128)["bytes_total"]
 
@@ -206,7 +208,28 @@ def test_a_concave_fit_never_reads_below_the_longest_point():
                for s in (8, 16, 32)]
     for r, mm in zip(records, (21.75, 22.78, 23.61)):
         r["by_op_class"]["matmul"]["bytes"] = int(mm * 1e9)
-    (out,) = cs.compose(records, 128, 2, "cmd")
+    (out,) = costs.compose_seq(records, 128, 2, "cmd")
     assert out["by_op_class"]["matmul"]["bytes"] == pytest.approx(
         23.61e9 + 6 * (23.61e9 - 22.78e9), rel=1e-9)
     assert out["bytes_total"] == pytest.approx(figures(100, 10, 0, 128)["bytes_total"], abs=2)
+
+
+def test_sft_step_at_the_target_from_a_step_and_its_grad_part_at_one_length(tmp_path):
+    """Without sft_update records, the update is the measured step - its grad part at one
+    length (the update has no sequence in it); the step at the target is the fitted grad part
+    plus that update."""
+    grad = [rec("sft_grad", "part", s, coef=(50, 2, 0.1)) for s in (16, 32, 64)]
+    step = rec("sft", "iteration", 64, coef=(750, 2, 0.1))  # the grad part + 700 in every figure
+    out = tmp_path / "out"
+    cs.cli([write(tmp_path, "grad", grad), write(tmp_path, "step", [step]), "--seq", "128",
+            "--degree", "2", "--time-degree", "2", "--out", str(out)])
+    by = {r["method"]: r for r in json.loads((out / "iteration.json").read_text())}
+    assert set(by) == {"sft_grad", "sft_update", "sft"}
+    assert by["sft_update"]["wall_s"] == pytest.approx(700)
+    assert by["sft_update"]["bytes_total"] == pytest.approx(700_000, abs=2)
+    assert "the SFT step - its sft_grad part at seq 64" in by["sft_update"]["composition"]
+    assert by["sft"]["wall_s"] == pytest.approx(figures(750, 2, 0.1, 128)["wall_s"])
+    assert by["sft"]["bytes_total"] == pytest.approx(figures(750, 2, 0.1, 128)["bytes_total"],
+                                                     abs=4)
+    with pytest.raises(ValueError, match=r"differ in \['seq_len'\]"):
+        costs.records.update_from_step(step, grad[0])
