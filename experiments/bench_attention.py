@@ -26,6 +26,7 @@ every cell), README.md (tables) and ablation.png.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -86,6 +87,7 @@ def exact_softmax_attention(q, k, v):
 def attention_fn(name: str, reveal):
     """f(q, k, v, mask[, trig_masks]) for one of ATTENTIONS (secfwt_jax.layers kernels)."""
     from secfwt_jax import layers
+    from secfwt_jax.secure_trig import masked_cos_sin
 
     w = layers.random_features(NUM_FEATURES, HEAD_DIM, FEATURE_KIND, 0)
     if name == "softmax_naive":
@@ -99,7 +101,8 @@ def attention_fn(name: str, reveal):
     if name == "rfa_builtin":
         return lambda q, k, v, m: layers.rfa_attention(q, k, v, m, w)
     if name == "rfa_masked":
-        return lambda q, k, v, m, tm: layers.rfa_attention(q, k, v, m, w, False, tm, reveal)
+        return lambda q, k, v, m, tm: layers.rfa_attention(
+            q, k, v, m, w, False, functools.partial(masked_cos_sin, masks=tm, reveal=reveal))
     raise ValueError(f"unknown attention {name!r}; accepted: {', '.join(ATTENTIONS)}")
 
 

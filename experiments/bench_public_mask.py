@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from secfwt_jax.backend import make_backend  # noqa: E402
-from secfwt_jax.backend.masked_trig import model_reveal_fn  # noqa: E402
+from secfwt_jax.backend.masked_trig import model_ops  # noqa: E402
 from secfwt_jax.config import PRESETS, ModelConfig  # noqa: E402
 from secfwt_jax.model import embed_fn, init_params, position_ids, verbalizer_fn  # noqa: E402
 from secfwt_jax.tuning.public_mask import with_public_mask  # noqa: E402
@@ -81,7 +81,7 @@ def run(args) -> dict:
     rows = {}
     with make_backend(args.protocol, timeout_s=args.timeout_s) as be:
         handle = be.put(params, owner="model")
-        f = verbalizer_fn(cfg, words, reveal=model_reveal_fn(be, cfg))
+        f = verbalizer_fn(cfg, words, ops=model_ops(be, cfg))
         cases = {
             "secret_mask": (be.compile(f), (handle, embeds, mask, mask_onehot, prompt)),
             "public_mask": (be.compile(with_public_mask(f, mask)),
