@@ -202,12 +202,17 @@ class _Interpreter:
         outs = jax.lax.switch(index.array, fns, *arrays)
         return [_Value(o, secret) for o in outs]
 
+    def _operands(self, eqn, ins):
+        """(secret, arrays) of a control-flow primitive: all operands enter as secrets (public
+        floats encoded) when any is secret, else as they are."""
+        secret = any(v.secret for v in ins)
+        avals = [v.aval for v in eqn.invars]
+        return secret, [self._float_in(v, a) if secret else v.array for v, a in zip(ins, avals)]
+
     def _while(self, eqn, ins):
         p = eqn.params
         nc, nb = p["cond_nconsts"], p["body_nconsts"]
-        secret = any(v.secret for v in ins)
-        avals = [v.aval for v in eqn.invars]
-        arr = [self._float_in(v, a) if secret else v.array for v, a in zip(ins, avals)]
+        secret, arr = self._operands(eqn, ins)
         ca, ba, ia = arr[:nc], arr[nc:nc + nb], arr[nc + nb:]
         cond_f = self._body_fn(p["cond_jaxpr"], secret)
         body_f = self._body_fn(p["body_jaxpr"], secret)
@@ -219,9 +224,7 @@ class _Interpreter:
     def _scan(self, eqn, ins):
         p = eqn.params
         n_consts, n_carry = p["num_consts"], p["num_carry"]
-        secret = any(v.secret for v in ins)
-        avals = [v.aval for v in eqn.invars]
-        arr = [self._float_in(v, a) if secret else v.array for v, a in zip(ins, avals)]
+        secret, arr = self._operands(eqn, ins)
         split = n_consts + n_carry
         consts, init, xs = arr[:n_consts], arr[n_consts:split], arr[split:]
         body = self._body_fn(p["jaxpr"], secret)
