@@ -17,6 +17,7 @@ experiments/attention_grid.py runs every cell in a subprocess; attention_report.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -49,6 +50,7 @@ class Config(common.AppConfig):
 def attention_fn(name: str, reveal):
     """f(q, k, v, mask[, trig_masks]) for one of ATTENTION_KERNELS (secfwt_jax.layers)."""
     from secfwt_jax import layers
+    from secfwt_jax.secure_trig import masked_cos_sin
 
     w = layers.random_features(LAYER["num_features"], LAYER["head_dim"], LAYER["feature_kind"], 0)
     if name == "softmax_naive":
@@ -62,7 +64,8 @@ def attention_fn(name: str, reveal):
     if name == "rfa_builtin":
         return lambda q, k, v, m: layers.rfa_attention(q, k, v, m, w)
     if name == "rfa_masked":
-        return lambda q, k, v, m, tm: layers.rfa_attention(q, k, v, m, w, False, tm, reveal)
+        return lambda q, k, v, m, tm: layers.rfa_attention(
+            q, k, v, m, w, False, functools.partial(masked_cos_sin, masks=tm, reveal=reveal))
     raise ValueError(f"unknown attention {name!r}; accepted: "
                      f"{', '.join(common.ATTENTION_KERNELS)}")
 

@@ -129,14 +129,15 @@ def functions_for(config, words, backend, cfg):
     are one call's trig masks for a model with rfa_trig="masked" (identity masks in
     plaintext), else ()."""
     from secfwt_jax.backend import make_backend
-    from secfwt_jax.backend.masked_trig import call_trig_masks, model_reveal_fn
+    from secfwt_jax.backend.masked_trig import call_trig_masks, model_ops
     from secfwt_jax.model import verbalizer_fn
 
     n_seq, seq_len = int(cfg.prompts) * int(cfg.batch), int(cfg.seq_len)
-    secure = verbalizer_fn(config, words, reveal=model_reveal_fn(backend, config))
+    plain = make_backend("plaintext")
+    secure = verbalizer_fn(config, words, ops=model_ops(backend, config))
     masks = call_trig_masks(backend, config, n_seq, seq_len)  # from os.urandom
-    plain_masks = call_trig_masks(make_backend("plaintext"), config, n_seq, seq_len)
-    return secure, masks, verbalizer_fn(config, words), plain_masks
+    plain_masks = call_trig_masks(plain, config, n_seq, seq_len)
+    return secure, masks, verbalizer_fn(config, words, ops=model_ops(plain, config)), plain_masks
 
 
 def same_tree(a, b) -> bool:

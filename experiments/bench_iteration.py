@@ -229,9 +229,9 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
         _, cost = fn(*args, reveal=False)
         out.append(("iteration", 1, cost))
     else:
-        from secfwt_jax.backend.masked_trig import call_trig_masks, model_reveal_fn
+        from secfwt_jax.backend.masked_trig import call_trig_masks, model_ops
 
-        fn = be.compile(verbalizer_fn(config, words, reveal=model_reveal_fn(be, config)))
+        fn = be.compile(verbalizer_fn(config, words, ops=model_ops(be, config)))
         pops = [1] + ([int(cfg.population)] if cfg.generation == "measured" else [])
         for p in pops:
             prompts = common.random_prompts(rng, p, prompt_len, config.hidden_size)

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from secfwt_jax.backend import make_backend
-from secfwt_jax.backend.masked_trig import model_reveal_fn
+from secfwt_jax.backend.masked_trig import model_ops
 from secfwt_jax.config import PRESETS, check_choice
 from secfwt_jax.model import verbalizer_fn
 from secfwt_jax.tuning.public_mask import with_public_mask
@@ -68,7 +68,7 @@ def run(args) -> dict:
     rows = {}
     with make_backend(args.protocol, timeout_s=args.timeout_s) as be:
         handle = be.put(params, owner="model")
-        f = verbalizer_fn(cfg, words, reveal=model_reveal_fn(be, cfg))
+        f = verbalizer_fn(cfg, words, ops=model_ops(be, cfg))
         cases = {
             "secret_mask": (be.compile(f), (handle, embeds, mask, mask_onehot, prompt)),
             "public_mask": (be.compile(with_public_mask(f, mask)),

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import ACTIVATIONS, ATTENTIONS, check_choice
-from .secure_trig import masked_cos_sin
 
 # ---------------------------------------------------------------------------------------------
 # Activations
@@ -195,7 +194,7 @@ def _scaled_qk(q, k, normalize: bool):
     return q * scale, k * scale
 
 
-def rfa_attention(q, k, v, mask, w, normalize: bool = False, trig_masks=None, reveal=None):
+def rfa_attention(q, k, v, mask, w, normalize: bool = False, cos_sin=None):
     """Random Feature Attention (Peng et al. 2021) with random Fourier features.
 
     exp(q.k) = exp(|q|^2/2) exp(|k|^2/2) exp(-|q-k|^2/2), and the Gaussian kernel is
@@ -204,21 +203,21 @@ def rfa_attention(q, k, v, mask, w, normalize: bool = False, trig_masks=None, re
     1/sqrt(M) cancel between numerator and denominator, so neither is computed.
     w: (M, head_dim).
 
-    trig_masks: None computes cos/sin with the backend's built-in functions. Otherwise the
-    masked one-round trigonometry of secfwt_jax.secure_trig is used: trig_masks is a mask
-    pytree for shape (2, B, h, S, M) (queries then keys, opened together in one round) and
-    reveal the function that opens a value to the servers (None: identity, plaintext).
+    cos_sin: None computes cos/sin with the backend's built-in functions. Otherwise
+    cos_sin(turns) -> (cos, sin) of the projections in turns (x / 2 pi), shape (2, B, h, S, M)
+    (queries then keys, in one call): the model's ops hook (secfwt_jax.model_ops), e.g. the
+    masked one-round trigonometry of secfwt_jax.secure_trig.
     """
     q, k = _scaled_qk(q, k, normalize)
     k_scale = jnp.exp(0.5 * jnp.sum(k * k, axis=-1, keepdims=True))
-    if trig_masks is None:
+    if cos_sin is None:
         wq, wk = _project(q, w), _project(k, w)
         phi_q = jnp.concatenate([jnp.cos(wq), jnp.sin(wq)], axis=-1)
         phi_k = jnp.concatenate([jnp.cos(wk), jnp.sin(wk)], axis=-1) * k_scale
         return _linear_attention(phi_q, phi_k, v, mask)
     # In turns (x / 2 pi): the 1 / (2 pi) is folded into the public projection.
     turns = _project(jnp.stack([q, k]), w, 1 / (2 * np.pi))
-    cos, sin = masked_cos_sin(turns, trig_masks, reveal)
+    cos, sin = cos_sin(turns)
     phi = jnp.concatenate([cos, sin], axis=-1)
     return _linear_attention(phi[0], phi[1] * k_scale, v, mask)
 
@@ -235,18 +234,18 @@ def favor_attention(q, k, v, mask, w, normalize: bool = False):
 
 def attention(
     name: str, q, k, v, mask, *, w=None, normalize: bool = False, clip: float = 14.0,
-    trig_masks=None, reveal=None,
+    cos_sin=None,
 ):
     """Dispatch to the attention kernel called `name` (one of config.ATTENTIONS).
 
-    trig_masks / reveal: the masked trigonometry of rfa (see rfa_attention); only "rfa" takes
-    them.
+    cos_sin: rfa's trigonometry hook (see rfa_attention); only "rfa" takes it.
     """
     check_choice("attention", name, ATTENTIONS)
-    if trig_masks is not None and name != "rfa":
-        raise ValueError(f"trig_masks are used by attention 'rfa' only, not by {name!r}")
+    if cos_sin is not None and name != "rfa":
+        raise ValueError(f"cos_sin (e.g. masked trig) is used by attention 'rfa' only, not by "
+                         f"{name!r}")
     if name == "rfa":
-        return rfa_attention(q, k, v, mask, w, normalize, trig_masks, reveal)
+        return rfa_attention(q, k, v, mask, w, normalize, cos_sin)
     if name == "softmax":
         return softmax_attention(q, k, v, mask)
     if name == "softmax_puma":

@@ -1,10 +1,13 @@
 """Flax (linen) RoBERTa / BERT encoder with its masked-LM head, soft prompts and a verbalizer head.
 
 Free of I/O and of MPC: every entry point is a pure function of (params, inputs), so the same
-code runs under jax.jit and under SPU. Parameter names follow Hugging Face's PyTorch RoBERTa
-(see secfwt_jax.loading for the mapping). BERT (config.model_type "bert") is the same network
-but for its position ids, which start at 0 instead of after the pad id; every token has token
-type 0 (the prompt template is one segment). A config with mlm_head=False (an encoder-only
+code runs under jax.jit and under SPU. The one extension point is `ops` (secfwt_jax.model_ops,
+default PLAIN_OPS): a hook object through which an MPC backend's replacement of a computation
+(today: rfa's cos/sin by masked trigonometry) reaches the layers; the functions below take the
+ops' per-call inputs after their own arguments. Parameter names follow Hugging Face's PyTorch
+RoBERTa (see secfwt_jax.loading for the mapping). BERT (config.model_type "bert") is the same
+network but for its position ids, which start at 0 instead of after the pad id; every token has
+token type 0 (the prompt template is one segment). A config with mlm_head=False (an encoder-only
 checkpoint) has no head parameters; `__call__` then returns the last hidden states.
 
 Entry points
@@ -13,7 +16,7 @@ Entry points
 - `embed_fn(cfg, prompt_len, prompt_mode)`: the frozen part, (B, S, H) token + position +
   type embeddings of the examples (followed by the embedding LayerNorm in the modes that add
   the prompt after it), computed once per example set.
-- `verbalizer_fn(cfg, label_word_ids, prompt_mode)`: (P, B, C) label-word logits at the mask
+- `verbalizer_fn(cfg, label_word_ids, prompt_mode, ops)`: (P, B, C) label-word logits at the mask
   position for P candidate prompts on B examples, one call for the whole population.
 
 Soft prompts of L vectors, by `prompt_mode` (Black-Box Tuning, github.com/txsun1997/
@@ -30,7 +33,8 @@ Black-Box-Tuning, modeling_roberta.py, RobertaModel.forward):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,6 +43,7 @@ import numpy as np
 
 from . import layers
 from .config import PROMPT_MODES, ModelConfig, check_choice
+from .model_ops import PLAIN_OPS
 
 
 class LayerNorm(nn.Module):
@@ -63,29 +68,14 @@ def _dense(features: int, name: str, config: ModelConfig) -> nn.Dense:
 class SelfAttention(nn.Module):
     config: ModelConfig
     layer_index: int
-    # Opens a value to the servers (masked trigonometry); None: identity (plaintext).
-    reveal: Callable | None = None
+    ops: Any = PLAIN_OPS  # the model's extension point (secfwt_jax.model_ops), bound per call
 
     @nn.compact
-    def __call__(self, x, mask, trig_masks=None):
-        """x: (B, S, H), mask: (B, S) -> (B, S, H).
-
-        trig_masks: this layer's masks, shape (2, B, heads, S, num_features), when
-        attention="rfa" with rfa_trig="masked" (secfwt_jax.secure_trig); else None.
-        """
+    def __call__(self, x, mask):
+        """x: (B, S, H), mask: (B, S) -> (B, S, H)."""
         c = self.config
         b, s, _ = x.shape
-        masked = c.masked_trig
-        if masked and trig_masks is None:
-            raise ValueError(
-                "attention 'rfa' with rfa_trig 'masked' needs trig_masks (one mask pytree per "
-                "layer; see secfwt_jax.secure_trig.model_trig_mask_shape)"
-            )
-        if not masked and trig_masks is not None:
-            raise ValueError(
-                f"trig_masks given but attention={c.attention!r}, rfa_trig={c.rfa_trig!r}; "
-                "they are used only with attention 'rfa' and rfa_trig 'masked'"
-            )
+        cos_sin = self.ops.rfa_cos_sin(c, self.layer_index)  # None: built-in cos / sin
 
         def heads(t):
             return t.reshape(b, s, c.num_attention_heads, c.head_dim).transpose(0, 2, 1, 3)
@@ -100,7 +90,7 @@ class SelfAttention(nn.Module):
             )
         o = layers.attention(
             c.attention, q, k, v, mask, w=w, normalize=c.normalize_qk, clip=c.softmax_clip,
-            trig_masks=trig_masks, reveal=self.reveal,
+            cos_sin=cos_sin,
         )
         return o.transpose(0, 2, 1, 3).reshape(b, s, c.hidden_size)
 
@@ -110,12 +100,12 @@ class Layer(nn.Module):
 
     config: ModelConfig
     layer_index: int
-    reveal: Callable | None = None
+    ops: Any = PLAIN_OPS
 
     @nn.compact
-    def __call__(self, x, mask, trig_masks=None):
+    def __call__(self, x, mask):
         c = self.config
-        a = SelfAttention(c, self.layer_index, self.reveal, name="attention")(x, mask, trig_masks)
+        a = SelfAttention(c, self.layer_index, self.ops, name="attention")(x, mask)
         a = _dense(c.hidden_size, "attention_output", c)(a)
         x = LayerNorm(c.layer_norm_eps, c.layernorm, name="attention_layer_norm")(x + a)
         h = layers.activation(c.activation)(_dense(c.intermediate_size, "intermediate", c)(x))
@@ -126,12 +116,12 @@ class Layer(nn.Module):
 class RobertaMLM(nn.Module):
     """RoBERTa encoder + masked-LM head (decoder tied to the word embeddings).
 
-    reveal: the function that opens a value to the servers, used by rfa's masked trigonometry
-    (secfwt_jax.backend.masked_trig.reveal_fn); None: identity (plaintext).
+    ops: the model's extension point (secfwt_jax.model_ops), already bound to this call's
+    inputs; PLAIN_OPS (default) uses the network's own functions.
     """
 
     config: ModelConfig
-    reveal: Callable | None = None
+    ops: Any = PLAIN_OPS
 
     def setup(self):
         c = self.config
@@ -144,7 +134,7 @@ class RobertaMLM(nn.Module):
             "token_type_embeddings", init, (c.type_vocab_size, c.hidden_size)
         )
         self.embeddings_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
-        self.layers = [Layer(c, i, self.reveal) for i in range(c.num_hidden_layers)]
+        self.layers = [Layer(c, i, self.ops) for i in range(c.num_hidden_layers)]
         if c.mlm_head:
             self.head_dense = _dense(c.hidden_size, "head_dense", c)
             self.head_layer_norm = LayerNorm(c.layer_norm_eps, c.layernorm)
@@ -175,21 +165,14 @@ class RobertaMLM(nn.Module):
         """(U, V) one-hot selection rows -> (U, H) rows of the word-embedding table."""
         return selection.astype(self.word_embeddings.dtype) @ self.word_embeddings
 
-    def encode(self, embeds, mask, trig_masks=None, normed: bool = False):
+    def encode(self, embeds, mask, normed: bool = False):
         """Embedding layer norm and all encoder layers. embeds (B, S, H), mask (B, S).
 
         normed: embeds already went through the embedding layer norm (`embed_norm`).
-        trig_masks: with rfa_trig="masked", a list of one mask pytree per layer (see
-        SelfAttention); else None.
         """
         x = embeds if normed else self.embeddings_layer_norm(embeds)
-        if trig_masks is not None and len(trig_masks) != len(self.layers):
-            raise ValueError(
-                f"trig_masks holds {len(trig_masks)} entries; expected one per layer "
-                f"({len(self.layers)})"
-            )
-        for i, layer in enumerate(self.layers):
-            x = layer(x, mask, None if trig_masks is None else trig_masks[i])
+        for layer in self.layers:
+            x = layer(x, mask)
         return x
 
     def head_transform(self, h):
@@ -219,10 +202,8 @@ class RobertaMLM(nn.Module):
 
     def __call__(
         self, input_ids, attention_mask=None, prompt=None, prompt_mode: str = "cat_pre_ln",
-        trig_masks=None,
     ):
-        """Full MLM logits. input_ids (B, S) int, attention_mask (B, S), prompt (B, L, H),
-        trig_masks: see `encode`.
+        """Full MLM logits. input_ids (B, S) int, attention_mask (B, S), prompt (B, L, H).
 
         Returns (B, S + L, V) in the "cat" modes with a prompt (the prompt rows included),
         else (B, S, V); without an MLM head (config.mlm_head False) the last hidden states,
@@ -237,7 +218,7 @@ class RobertaMLM(nn.Module):
         x, mask = insert_prompt(
             x, attention_mask, prompt, prompt_mode, self.prompt_positions(prompt_len)
         )
-        h = self.encode(x, mask, trig_masks, normed=post_ln)
+        h = self.encode(x, mask, normed=post_ln)
         if not self.config.mlm_head:
             return h
         return self.head_transform(h) @ self.word_embeddings.T + self.head_bias
@@ -383,7 +364,7 @@ def tile_population(t, p: int):
     return jnp.broadcast_to(t[None], (p, *t.shape)).reshape(p * t.shape[0], *t.shape[1:])
 
 
-def population_hidden(mdl, embeds, mask, prompt, prompt_mode: str, trig_masks=None):
+def population_hidden(mdl, embeds, mask, prompt, prompt_mode: str):
     """Last hidden states (P * B, S, H) of the text rows of P candidate prompts (P, L, H) on B
     examples (embeds (B, S, H) from `embed_fn`, mask (B, S)), all in one batch: the prompt is
     inserted or added by `insert_prompt`, the encoder runs (after the embedding LayerNorm in
@@ -394,7 +375,7 @@ def population_hidden(mdl, embeds, mask, prompt, prompt_mode: str, trig_masks=No
     prompts = prompts.reshape(p * b, prompt_len, h)
     x, m = insert_prompt(tile_population(embeds, p), tile_population(mask, p), prompts,
                          prompt_mode, mdl.prompt_positions(prompt_len))
-    hidden = mdl.encode(x, m, trig_masks, normed=prompt_after_layer_norm(prompt_mode))
+    hidden = mdl.encode(x, m, normed=prompt_after_layer_norm(prompt_mode))
     if prompt_mode == "cat" and prompt_len:  # the prompt before <s>
         return hidden[:, prompt_len:]
     if prompt_mode == "cat_pre_ln" and prompt_len:  # the prompt after <s>
@@ -404,21 +385,20 @@ def population_hidden(mdl, embeds, mask, prompt, prompt_mode: str, trig_masks=No
 
 def verbalizer_fn(
     config: ModelConfig, label_word_ids: Sequence[int], prompt_mode: str = "cat_pre_ln",
-    reveal: Callable | None = None,
+    ops=PLAIN_OPS,
 ):
-    """f(params, embeds, mask, mask_onehot, prompt[, trig_masks]) -> (P, B, C) label-word logits.
+    """f(params, embeds, mask, mask_onehot, prompt, *call_inputs) -> (P, B, C) label-word logits.
 
     embeds (B, S, H) from `embed_fn` with the same prompt_mode (normalised in "add" / "cat");
     mask (B, S); mask_onehot (B, S) with one 1 at each
     example's <mask>; prompt (P, L, H) candidate soft prompts (L may be 0). All P x B
     sequences run as one batch; only the C label words' logits are computed.
-    With attention="rfa", rfa_trig="masked": trig_masks, fresh for every call, one mask pytree
-    per layer for shape (2, P * B, heads, S', num_features) with S' the sequence length after
-    the prompt is inserted (secfwt_jax.secure_trig.model_trig_mask_shape); reveal opens a value
-    to the servers (secfwt_jax.backend.masked_trig.reveal_fn; None: identity, plaintext).
+    ops: the model's extension point (secfwt_jax.model_ops); call_inputs are its per-call
+    inputs, bound by `ops.bind(*call_inputs)` (none for PLAIN_OPS; for the masked-trig ops of
+    rfa_trig="masked", fresh trig masks for shape (2, P * B, heads, S', num_features), S' the
+    sequence length after the prompt is inserted).
     """
     check_choice("prompt_mode", prompt_mode, PROMPT_MODES)
-    model = RobertaMLM(config, reveal)
     label_word_ids = tuple(int(i) for i in label_word_ids)
     if not label_word_ids:
         raise ValueError("label_word_ids is empty: a verbalizer needs at least one label word")
@@ -428,7 +408,7 @@ def verbalizer_fn(
             f"label word ids {bad} are outside the vocabulary [0, {config.vocab_size})"
         )
 
-    def forward(mdl, embeds, mask, mask_onehot, prompt, trig_masks):
+    def forward(mdl, embeds, mask, mask_onehot, prompt):
         (b, s, h), p = embeds.shape, prompt.shape[0]
         if prompt.shape[2] != h or mask.shape != (b, s) or mask_onehot.shape != (b, s):
             raise ValueError(
@@ -436,14 +416,13 @@ def verbalizer_fn(
                 f"mask_onehot {mask_onehot.shape}, prompt {prompt.shape}; expected (B, S, H), "
                 "(B, S), (B, S), (P, L, H)"
             )
-        hidden = population_hidden(mdl, embeds, mask, prompt, prompt_mode, trig_masks)
+        hidden = population_hidden(mdl, embeds, mask, prompt, prompt_mode)
         h_mask = jnp.einsum("ns,nsh->nh", tile_population(mask_onehot, p).astype(hidden.dtype),
                             hidden)
         return mdl.label_word_logits(h_mask, label_word_ids).reshape(p, b, -1)
 
-    def f(params, embeds, mask, mask_onehot, prompt, trig_masks=None):
-        return model.apply(
-            {"params": params}, embeds, mask, mask_onehot, prompt, trig_masks, method=forward
-        )
+    def f(params, embeds, mask, mask_onehot, prompt, *call_inputs):
+        model = RobertaMLM(config, ops.bind(*call_inputs))
+        return model.apply({"params": params}, embeds, mask, mask_onehot, prompt, method=forward)
 
     return f

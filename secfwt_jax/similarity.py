@@ -22,13 +22,12 @@ Free of I/O and of MPC, like secfwt_jax.model: pure functions of (params, inputs
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig, check_choice
 from .model import RobertaMLM, population_hidden, tile_population
+from .model_ops import PLAIN_OPS
 
 # Default temperature of the cosine scores (sentence-transformers' MultipleNegativesRankingLoss
 # uses scale 20 = 1 / 0.05).
@@ -63,21 +62,20 @@ def label_embedding_fn(config: ModelConfig):
 
 def similarity_fn(
     config: ModelConfig, prompt_mode: str = "cat_pre_ln", temperature: float = TEMPERATURE,
-    reveal: Callable | None = None,
+    ops=PLAIN_OPS,
 ):
-    """f(params, embeds, mask, mask_onehot, prompt, label_embeds[, trig_masks]) -> (P, B, C).
+    """f(params, embeds, mask, mask_onehot, prompt, label_embeds, *call_inputs) -> (P, B, C).
 
     The same arguments as `model.verbalizer_fn`'s function (mask_onehot is not used: there is
     no <mask> token) plus label_embeds (C, H) from `label_embedding_fn`. Scores are
-    cos(sentence embedding, label embedding) / temperature. trig_masks, reveal: as in
-    `model.verbalizer_fn`.
+    cos(sentence embedding, label embedding) / temperature. ops, call_inputs: as in
+    `model.verbalizer_fn` (the model's extension point, secfwt_jax.model_ops).
     """
     check_choice("prompt_mode", prompt_mode, SIMILARITY_PROMPT_MODES)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    model = RobertaMLM(config, reveal)
 
-    def forward(mdl, embeds, mask, prompt, label_embeds, trig_masks):
+    def forward(mdl, embeds, mask, prompt, label_embeds):
         (b, s, h), p = embeds.shape, prompt.shape[0]
         if prompt.shape[2] != h or mask.shape != (b, s) or label_embeds.shape[-1] != h:
             raise ValueError(
@@ -86,14 +84,14 @@ def similarity_fn(
                 "(P, L, H), (C, H)"
             )
         # the text tokens only are pooled (module docstring): the prompt rows are dropped
-        hidden = population_hidden(mdl, embeds, mask, prompt, prompt_mode, trig_masks)
+        hidden = population_hidden(mdl, embeds, mask, prompt, prompt_mode)
         sentence = normalized_pool(hidden, tile_population(mask, p))
         return (sentence @ label_embeds.T / temperature).reshape(p, b, -1)
 
-    def f(params, embeds, mask, mask_onehot, prompt, label_embeds, trig_masks=None):
+    def f(params, embeds, mask, mask_onehot, prompt, label_embeds, *call_inputs):
         del mask_onehot  # no <mask> token: the whole sentence is pooled
-        return model.apply(
-            {"params": params}, embeds, mask, prompt, label_embeds, trig_masks, method=forward
-        )
+        model = RobertaMLM(config, ops.bind(*call_inputs))
+        return model.apply({"params": params}, embeds, mask, prompt, label_embeds,
+                           method=forward)
 
     return f

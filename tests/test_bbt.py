@@ -235,7 +235,7 @@ def test_add_mode_equals_layernorm_of_embeddings_plus_prompt_at_placeholder_posi
     ln = params["embeddings_layer_norm"]
     x = layer_norm(x, np.asarray(ln["scale"]), np.asarray(ln["bias"]), cfg.layer_norm_eps)
     x[:, 1:1 + P] += prompt
-    h = model.apply({"params": params}, jnp.asarray(x), mask, None, True, method=RobertaMLM.encode)
+    h = model.apply({"params": params}, jnp.asarray(x), mask, True, method=RobertaMLM.encode)
     want = np.asarray(model.apply({"params": params}, h, method=RobertaMLM.head_transform)
                       @ params["word_embeddings"].T + params["head_bias"])
     np.testing.assert_allclose(got, want, atol=2e-5)
@@ -261,7 +261,7 @@ def test_cat_mode_puts_the_prompt_before_bos_after_layernorm_without_positions(p
                          method=RobertaMLM.embed_norm)
     x = jnp.concatenate([jnp.asarray(prompt), normed], axis=1)
     m = np.concatenate([np.ones((2, P), np.int32), mask], axis=1)
-    h = model.apply({"params": params}, x, m, None, True, method=RobertaMLM.encode)
+    h = model.apply({"params": params}, x, m, True, method=RobertaMLM.encode)
     want = np.asarray(model.apply({"params": params}, h, method=RobertaMLM.head_transform)
                       @ params["word_embeddings"].T + params["head_bias"])
     np.testing.assert_allclose(got, want, atol=2e-5)

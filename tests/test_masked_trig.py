@@ -10,13 +10,14 @@ from secfwt_jax import layers
 from secfwt_jax.backend import make_backend
 from secfwt_jax.backend.masked_trig import (
     call_trig_masks,
-    model_reveal_fn,
+    model_ops,
     model_trig_masks_for,
     reveal_fn,
     trig_masks_for,
 )
 from secfwt_jax.config import ModelConfig
 from secfwt_jax.model import RobertaMLM, init_params, verbalizer_fn
+from secfwt_jax.model_ops import PLAIN_OPS, MaskedTrigOps
 from secfwt_jax.secure_trig import (
     check_trig_masks,
     identity_trig_masks,
@@ -138,7 +139,8 @@ def test_rfa_with_masked_trig_equals_rfa_with_builtin_trig_in_plaintext():
     w = layers.random_features(32, 16, "orthogonal", 0)
     want = layers.attention("rfa", q, k, v, mask, w=w)
     masks = identity_trig_masks((2, *q.shape[:3], 32))
-    got = layers.attention("rfa", q, k, v, mask, w=w, trig_masks=masks)
+    got = layers.attention("rfa", q, k, v, mask, w=w,
+                           cos_sin=lambda t: masked_cos_sin(t, masks))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -146,7 +148,7 @@ def test_trig_masks_are_refused_by_attentions_other_than_rfa():
     q, k, v, mask = qkv()
     with pytest.raises(ValueError, match="used by attention 'rfa' only, not by 'favor'"):
         layers.attention("favor", q, k, v, mask, w=np.ones((4, 16), np.float32),
-                         trig_masks=identity_trig_masks((2, 2, 2, 12, 4)))
+                         cos_sin=lambda t: masked_cos_sin(t, identity_trig_masks(t.shape)))
 
 
 def tiny_masked(**kw):
@@ -161,7 +163,7 @@ def test_model_with_masked_trig_matches_builtin_trig_in_plaintext():
     masks = model_trig_masks_for(make_backend("plaintext"), cfg, 1, 6)
     assert len(masks) == cfg.num_hidden_layers
     assert masks[0]["cos_t"].shape == model_trig_mask_shape(cfg, 1, 6) == (2, 1, 2, 6, 16)
-    got = RobertaMLM(cfg).apply({"params": params}, ids, mask, trig_masks=masks)
+    got = RobertaMLM(cfg, MaskedTrigOps().bind(masks)).apply({"params": params}, ids, mask)
     want = RobertaMLM(cfg.replace(rfa_trig="builtin")).apply({"params": params}, ids, mask)
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
 
@@ -179,14 +181,15 @@ def test_builtin_trig_model_refuses_masks():
     ids = np.array([[0, 5, 2]])
     masks = [identity_trig_masks((2, 1, 2, 3, 16))] * 2
     with pytest.raises(ValueError, match="given but attention='rfa', rfa_trig='builtin'"):
-        RobertaMLM(cfg).apply({"params": params}, ids, np.ones_like(ids), trig_masks=masks)
+        RobertaMLM(cfg, MaskedTrigOps(masks=masks)).apply({"params": params}, ids,
+                                                          np.ones_like(ids))
 
 
 def test_verbalizer_with_masked_trig_matches_builtin_in_plaintext():
     cfg = tiny_masked()
     params, args = verbalizer_problem(cfg)
     masks = model_trig_masks_for(make_backend("plaintext"), cfg, 2 * 2, 6 + 2)
-    got = verbalizer_fn(cfg, (5, 7))(params, *args, masks)
+    got = verbalizer_fn(cfg, (5, 7), ops=MaskedTrigOps())(params, *args, masks)
     want = verbalizer_fn(cfg.replace(rfa_trig="builtin"), (5, 7))(params, *args)
     assert got.shape == (2, 2, 2)
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
@@ -205,7 +208,8 @@ def test_call_extras_only_for_models_with_masked_trig():
     builtin = ModelConfig.preset("tiny", attention="rfa", num_features=8)
     masked = builtin.replace(rfa_trig="masked")
     assert not builtin.masked_trig and masked.masked_trig
-    assert call_trig_masks(be, builtin, 2, 5) == () and model_reveal_fn(be, builtin) is None
+    assert call_trig_masks(be, builtin, 2, 5) == () and model_ops(be, builtin) is PLAIN_OPS
+    assert model_ops(be, masked).reveal is None  # plaintext: the opening is the identity
     (masks,) = call_trig_masks(be, masked, 2, 5)
     assert len(masks) == masked.num_hidden_layers
     check_trig_masks(masks[0], model_trig_mask_shape(masked, 2, 5))
@@ -231,7 +235,7 @@ def secure_cos_sin(be, impl, x):
 
     if impl == "builtin":
         return be.compile(lambda x: (jnp.cos(x), jnp.sin(x)))(x)
-    reveal = reveal_fn(be.name)
+    reveal = reveal_fn(be)
     fn = be.compile(lambda x, m: masked_cos_sin(x * (1 / (2 * np.pi)), m, reveal))
     return fn(x, trig_masks_for(be, x.shape, rng=0))
 
@@ -261,11 +265,11 @@ def test_secure_masked_cos_sin_sends_far_fewer_bytes_and_rounds_than_builtin():
 def test_secure_verbalizer_with_masked_trig_matches_plaintext():
     cfg = tiny_masked()
     params, args = verbalizer_problem(cfg, prompts=1, prompt_len=1, batch=2, seq=6)
-    want = np.asarray(verbalizer_fn(cfg, (5, 7))(
+    want = np.asarray(verbalizer_fn(cfg, (5, 7), ops=MaskedTrigOps())(
         params, *args, model_trig_masks_for(make_backend("plaintext"), cfg, 2, 7)))
     assert np.abs(want).max() > 0.5
     with make_backend("aby3", fraction_bits=18) as be:
-        f = verbalizer_fn(cfg, (5, 7), reveal=reveal_fn("aby3"))
+        f = verbalizer_fn(cfg, (5, 7), ops=MaskedTrigOps(reveal_fn("aby3")))
         got, cost = be.compile(f)(be.put(params), *args, model_trig_masks_for(be, cfg, 2, 7))
     assert np.abs(got - want).max() <= 1e-2
     assert cost.by_op_class["trig"].bytes == 0
@@ -284,9 +288,9 @@ def test_secure_rfa_attention_matches_plaintext(trig):
             got, _ = be.compile(lambda q, k, v, m: layers.rfa_attention(q, k, v, m, w))(
                 q, k, v, mask)
         else:
-            reveal = reveal_fn(be.name)
-            fn = be.compile(
-                lambda q, k, v, m, tm: layers.rfa_attention(q, k, v, m, w, False, tm, reveal))
+            reveal = reveal_fn(be)
+            fn = be.compile(lambda q, k, v, m, tm: layers.rfa_attention(
+                q, k, v, m, w, False, lambda t: masked_cos_sin(t, tm, reveal)))
             got, _ = fn(q, k, v, mask, trig_masks_for(be, (2, 1, 2, 8, 12), rng=0))
     assert np.abs(want).max() > 0.3
     assert np.abs(got - want).max() <= 2e-2

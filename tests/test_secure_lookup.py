@@ -10,7 +10,7 @@ import pytest
 from secfwt_jax import ModelConfig, init_params
 from secfwt_jax.backend import make_backend
 from secfwt_jax.backend.fxp import PlaintextFxpBackend
-from secfwt_jax.tuning import evaluator as evaluator_module
+from secfwt_jax.tuning import ingest as ingest_module
 from secfwt_jax.tuning.evaluator import PromptEvaluator
 
 CFG = ModelConfig.preset("tiny", vocab_size=3000)
@@ -43,7 +43,7 @@ def _logits(backend, batch, bucket):
 
 def test_subvocab_lookup_equals_onehot_lookup_and_plaintext(monkeypatch):
     # small chunks, so both stages run in several chunks and are concatenated under "MPC"
-    monkeypatch.setattr(evaluator_module, "EMBED_CHUNK_ELEMENTS", 40_000)
+    monkeypatch.setattr(ingest_module, "EMBED_CHUNK_ELEMENTS", 40_000)
     batch = _batch()
     _, plain = _logits(make_backend("plaintext"), batch, 16)
     with PlaintextFxpBackend() as be:

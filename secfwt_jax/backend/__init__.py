@@ -15,12 +15,18 @@ arithmetic, fxp.py), aby3 (3 parties), semi2k (2), cheetah (2), ref2k (1,
 debugging only: no security). Modes: "sim" (parties are threads, in-memory links) and "mp" (one
 OS process per party, brpc links). docs/backend.md describes roles, costs and faults.
 
-spu is imported only by spu_backend.py / spu_party.py, and only when make_backend asks for an
-SPU protocol, so the plaintext path runs where spu is not installed.
+Every backend declares its `capabilities` (base.Capabilities: secure, runs MPC programs, whom it
+can reveal to, field and fraction bits) and satisfies the `Backend` protocol (base.py); library
+code branches on capabilities, never on a backend's name.
+
+spu is imported only by the SPU modules (spu_backend.py, spu_hosts.py, spu_party.py, ...), and
+only when make_backend asks for an SPU protocol, so the plaintext path runs where spu is not
+installed.
 """
 
 from __future__ import annotations
 
+from .base import REVEAL_TARGETS, Backend, Capabilities, protocol_capabilities
 from .common import (
     DEALERS,
     DEFAULT_FRACTION_BITS,
@@ -91,9 +97,9 @@ def make_backend(
 
 __all__ = [
     "DEALERS", "DEFAULT_FRACTION_BITS", "FIELDS", "MODES", "NETWORKS", "OP_CLASSES", "PROTOCOLS",
-    "PROTOCOL_PARTIES",
-    "BackendError", "CallCost", "CostParseError", "Handle", "InsecureDealerWarning",
-    "NetworkSetting", "OpClassCost",
-    "TimeEstimate", "check_dealer", "estimate_time", "make_backend", "protocol_label",
-    "sum_costs",
+    "PROTOCOL_PARTIES", "REVEAL_TARGETS",
+    "Backend", "BackendError", "Capabilities", "CallCost", "CostParseError", "Handle",
+    "InsecureDealerWarning", "NetworkSetting", "OpClassCost",
+    "TimeEstimate", "check_dealer", "estimate_time", "make_backend", "protocol_capabilities",
+    "protocol_label", "sum_costs",
 ]

@@ -11,6 +11,7 @@ import time
 import jax
 import numpy as np
 
+from .base import protocol_capabilities
 from .common import CompiledFunction, FlatArgs, Handle, count_put, new_counters, next_uid
 from .cost import CallCost, plaintext_cost
 
@@ -23,6 +24,7 @@ class PlaintextBackend:
     field = None
     fraction_bits = None
     n_parties = 1
+    capabilities = protocol_capabilities("plaintext")
 
     def __init__(self):
         self.uid = next_uid()

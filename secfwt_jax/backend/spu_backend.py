@@ -30,6 +30,7 @@ from spu import api as spu_api
 from spu import libspu
 from spu.utils import frontend as spu_fe
 
+from .base import protocol_capabilities
 from .common import (
     PROTOCOL_PARTIES,
     BackendError,
@@ -100,6 +101,7 @@ class SpuBackend:
         self.fraction_bits = fraction_bits
         self.timeout_s = float(timeout_s)
         self.n_parties = PROTOCOL_PARTIES[protocol]
+        self.capabilities = protocol_capabilities(protocol, field, fraction_bits)
         self.uid = next_uid()
         self.counters = new_counters()
         self.config = runtime_config(protocol, field, fraction_bits, runtime_options, dealer)
@@ -173,6 +175,15 @@ class SpuBackend:
             is_leaf=lambda t: isinstance(t, tuple) and len(t) == 3 and t[0] == "shape")
         count_put(self.counters, "model", len(names), nbytes)
         return Handle(self.uid, abstract, "model", names=names), disclosure
+
+    @staticmethod
+    def open_to_servers():
+        """f(x): x opened to every compute server inside a compiled program
+        (spu.experimental.reveal, a JAX primitive lowered to SPU's "spu.reveal" custom call;
+        the data owner never sees the opened value)."""
+        from spu.experimental import reveal
+
+        return reveal
 
     def compile(self, f) -> CompiledFunction:
         """Wrap a pure JAX function; it is compiled on first call for each input signature."""

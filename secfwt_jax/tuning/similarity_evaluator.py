@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ..backend.masked_trig import model_reveal_fn
+from ..backend.masked_trig import model_ops
 from ..model import position_ids
 from ..similarity import TEMPERATURE, label_embedding_fn, similarity_fn
 from .evaluator import PromptEvaluator, candidate_losses, one_hot
@@ -33,12 +33,12 @@ class SimilarityEvaluator(PromptEvaluator):
         super().__init__(backend, config, params_handle, tuple(range(num_labels)), **options)
         self.temperature = float(temperature)
         score = similarity_fn(config, self.prompt_mode, self.temperature,
-                              reveal=model_reveal_fn(backend, config))
+                              ops=model_ops(backend, config))
         scores = backend.compile(score)
 
         def losses(params, embeds, mask, mask_onehot, prompts, label_embeds, labels_onehot,
-                   *trig_masks):
-            logits = score(params, embeds, mask, mask_onehot, prompts, label_embeds, *trig_masks)
+                   *call_inputs):
+            logits = score(params, embeds, mask, mask_onehot, prompts, label_embeds, *call_inputs)
             return candidate_losses(logits, jnp.argmax(labels_onehot, -1), self.loss)
 
         compiled_losses = backend.compile(losses)
@@ -53,11 +53,11 @@ class SimilarityEvaluator(PromptEvaluator):
         mask = np.asarray(batch.attention_mask, np.int32)
         pos = position_ids(mask, self.config)  # no prompt: positions from the start
         f = self.backend.compile(label_embedding_fn(self.config))
-        if self.secure:
+        if self.mpc_program:
             args = (one_hot(ids, self.config.vocab_size),
                     one_hot(pos, self.config.max_position_embeddings), mask)
         else:
             args = (ids, pos, mask)
-        out, cost = f(self.params, *args, reveal=not self.secure)
+        out, cost = f(self.params, *args, reveal=not self.mpc_program)
         self._account(cost)
         return out
