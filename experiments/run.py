@@ -19,6 +19,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E
 from secfwt_jax.principals import DataOwner, ModelOwner  # noqa: E402
 from secfwt_jax.similarity import SIMILARITY_PROMPT_MODES  # noqa: E402
 from secfwt_jax.tasks import planted as planted_task  # noqa: E402
-from secfwt_jax.tuning.loop import TuningConfig, tuning_projection  # noqa: E402
+from secfwt_jax.tuning.loop import INT_MINIMA, TuningConfig, tuning_projection  # noqa: E402
 from secfwt_jax.tuning.records import (  # noqa: E402
     dir_sha256,
     file_sha256,
@@ -121,19 +122,27 @@ def check_number(key: str, value) -> float:
     return float(value)
 
 
+# TuningConfig fields that the optimizer group sets (config key optimizer.<key>); every other
+# field is read from the top-level key of its own name.
+OPTIMIZER_FIELDS = {"optimizer": "name", "popsize": "popsize", "sigma0": "sigma0"}
+
+
 def tuning_config(cfg: DictConfig) -> TuningConfig:
-    ints = {k: check_int(k, cfg[k], low) for k, low in (
-        ("intrinsic_dim", 1), ("prompt_len", 1), ("budget", 1), ("eval_every", 0),
-        ("patience", 0), ("checkpoint_every", 0), ("seed", 0), ("vocab_bucket", 0))}
-    return TuningConfig(
-        optimizer=cfg.optimizer.name,
-        popsize=check_int("optimizer.popsize", cfg.optimizer.popsize, 1),
-        sigma0=check_number("optimizer.sigma0", cfg.optimizer.sigma0),
-        prompt_mode=cfg.prompt_mode, projection=cfg.projection, loss=cfg.loss, reveal=cfg.reveal,
-        selection=cfg.selection,
-        **ints,
-        head=cfg.head, temperature=check_number("temperature", cfg.temperature),
-    )
+    """The TuningConfig of `cfg`, one config key per dataclass field (OPTIMIZER_FIELDS, else
+    the top-level key of the field's name); integers (INT_MINIMA) and numbers are checked
+    first, so an error names the config key. A field without a config key is an error."""
+    minima = dict(INT_MINIMA)
+    values = {}
+    for field in dataclasses.fields(TuningConfig):
+        name = field.name
+        sub = OPTIMIZER_FIELDS.get(name)
+        key, value = (f"optimizer.{sub}", cfg.optimizer[sub]) if sub else (name, cfg[name])
+        if name in minima:
+            value = check_int(key, value, minima[name])
+        elif field.type in ("float", float):
+            value = check_number(key, value)
+        values[name] = value
+    return TuningConfig(**values)
 
 
 def declared_keys(choices: dict) -> dict[str, set]:

@@ -69,6 +69,7 @@ def test_mp_mode_matches_plaintext_and_sim_bytes(small_params):
     assert_no_party_left(pids)
 
 
+@pytest.mark.slow
 def test_each_party_process_is_sent_only_its_own_share(small_params, monkeypatch):
     from secfwt_jax.backend import spu_backend
 
@@ -90,6 +91,7 @@ def test_each_party_process_is_sent_only_its_own_share(small_params, monkeypatch
         assert len(set(shares)) == 3  # three different shares, one per party
 
 
+@pytest.mark.slow
 def test_party_killed_mid_call_raises_within_timeout_and_leaves_no_process():
     x = np.random.default_rng(2).standard_normal((64, 64)).astype(np.float32)
     be = make_backend("semi2k", mode="mp", dealer=TFP, timeout_s=TIMEOUT_S)
@@ -107,6 +109,7 @@ def test_party_killed_mid_call_raises_within_timeout_and_leaves_no_process():
         fn(x)
 
 
+@pytest.mark.slow
 def test_party_killed_between_calls_raises_on_next_call(small_params):
     be = make_backend("aby3", mode="mp", timeout_s=TIMEOUT_S)
     pids = be.parties.party_pids
@@ -120,6 +123,7 @@ def test_party_killed_between_calls_raises_on_next_call(small_params):
     assert_no_party_left(pids)
 
 
+@pytest.mark.slow
 def test_party_that_stops_answering_raises_within_timeout(small_params):
     be = make_backend("semi2k", mode="mp", dealer=TFP, timeout_s=3.0)
     pids = be.parties.party_pids

@@ -117,7 +117,9 @@ def test_prompt_step_moves_only_the_prompt_downhill(setup):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
+@pytest.mark.spu
 def test_secure_sft_and_prompt_steps_match_plaintext_under_aby3(setup):
     """One SPU program per step (weights and optimizer state secret and resident).
 
@@ -144,7 +146,9 @@ def test_secure_sft_and_prompt_steps_match_plaintext_under_aby3(setup):
         assert err < 0.1 * LR, err
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
+@pytest.mark.spu
 def test_composed_layer_costs_match_a_measured_deeper_model():
     """The layer composition (secfwt_jax.costs.compose_layers, bench_iteration's)
     cost(N) = cost(1) + (N - 1)(cost(2) - cost(1)) is within
@@ -197,7 +201,9 @@ def test_sft_step_is_its_grad_part_then_its_update_part(setup):
     assert not np.allclose(new2["head_bias"], trainable["head_bias"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.spu
 def test_sft_composed_from_its_parts_and_from_update_slices_matches_the_measured_step():
     """bench_iteration under aby3, tiny shapes: (a) the update part extrapolated linearly in
     the entries from slices 1/4 and 1/2 of every parameter has the bytes of the whole update

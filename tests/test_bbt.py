@@ -297,6 +297,7 @@ def test_add_mode_refuses_rows_without_placeholders():
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_secure_add_and_cat_modes_match_plaintext_under_aby3(params):
     """The secure program computes the same function: placeholder embeddings and the
     LayerNorm inside the secure embedding call, the prompt added after it."""

@@ -19,6 +19,7 @@ ARGS = ["--model", "tiny", "--cases", "tuning", "--budget", "20", "--popsize", "
         "--fxp-generations", "1"]
 
 
+@pytest.mark.slow
 def test_tuning_case_runs_the_whole_budget_end_to_end(tmp_path):
     # a fresh process: the benchmark refuses to run where spu is imported, as it is in a
     # pytest process that has run the secure tests

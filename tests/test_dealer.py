@@ -79,6 +79,7 @@ def test_this_spu_build_has_no_multiparty_dealer_for_semi2k():
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_run_py_semi2k_needs_the_dealer_named_and_records_it(tmp_path):
     """experiments/run.py protocol=semi2k: refused without protocol.dealer; with
     trusted_first_party the summary names the dealer (tiny budget: one generation)."""

@@ -226,6 +226,7 @@ def test_tiny_model_losses_from_fxp_are_closer_to_spu_than_float32(spu_sim):
     assert err["fxp", "ref2k"] < 0.05 * err["float32", "ref2k"]
 
 
+@pytest.mark.slow
 def test_plaintext_fxp_backend_runs_each_evaluator_call_through_the_transform():
     cfg, params, f, args, _, batch = _tiny_problem(candidates=3)
     prompts = args[-1]

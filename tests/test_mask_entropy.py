@@ -66,6 +66,7 @@ def _run(protocol, run_dir, out, stop_after=None):
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_masks_are_one_time_across_kill_resume_and_runs_with_the_same_seed(tmp_path):
     """ABY3, method=secfwt, tiny: a run killed after one generation and resumed in a new
     process, plus a second run with the same seed. Every mask element the data owner drew in
@@ -82,6 +83,7 @@ def test_masks_are_one_time_across_kill_resume_and_runs_with_the_same_seed(tmp_p
     assert everything.max() < 2**62 and everything.min() >= 0
 
 
+@pytest.mark.slow
 def test_plaintext_trajectory_is_a_function_of_the_seed(tmp_path):
     """Two method=secfwt runs with the same seed in plaintext: the same losses, generation by
     generation (identity masks there; the trajectory depends on the seed only)."""

@@ -110,6 +110,7 @@ def test_reachable_arrays_finds_weights_where_they_are(setup):
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_under_aby3_each_role_receives_only_what_is_declared(setup, monkeypatch):
     params, task = setup
     received = []  # every output a backend call handed to the data owner

@@ -34,6 +34,7 @@ def _arrays_in(obj, found):
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_the_data_owner_process_never_receives_a_weight_array(monkeypatch):
     received, sent = [], []
     conn_type = multiprocessing.connection.Connection
@@ -91,6 +92,7 @@ def _failing_loader():
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_a_failing_model_owner_is_a_clear_error_and_ends_the_parties():
     from secfwt_jax.backend import BackendError
 

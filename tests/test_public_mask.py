@@ -24,6 +24,7 @@ def test_with_public_mask_binds_the_mask_and_checks_its_rank():
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_public_mask_matches_the_secret_mask_under_aby3_with_fewer_bytes():
     params = init_params(CFG, seed=0)
     rng = np.random.default_rng(0)

@@ -37,6 +37,7 @@ def test_planted_run_writes_config_metrics_and_summary(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_secfwt_method_tunes_under_aby3_with_the_masked_trigonometry(tmp_path):
     # With secfwt's normalised q/k the random tiny model's attention is near-uniform and no
     # planted teacher can be drawn (make_planted says so), so the planted run uses the
@@ -50,6 +51,7 @@ def test_secfwt_method_tunes_under_aby3_with_the_masked_trigonometry(tmp_path):
     assert np.isfinite(summary["final_loss"]) and summary["bytes_total"] > 0
 
 
+@pytest.mark.slow
 def test_rerun_in_the_same_directory_resumes_without_repeating_work(tmp_path):
     run(f"hydra.run.dir={tmp_path}", "budget=30")
     first = (tmp_path / "metrics.jsonl").read_text()
@@ -57,6 +59,8 @@ def test_rerun_in_the_same_directory_resumes_without_repeating_work(tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text() == first
 
 
+@pytest.mark.slow
+@pytest.mark.spu
 def test_multirun_prints_one_table_for_all_protocols(tmp_path):
     out = run("-m", "protocol=plaintext,ref2k", "budget=12", f"hydra.sweep.dir={tmp_path}")
     table = (tmp_path / "summary.md").read_text()

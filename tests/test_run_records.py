@@ -1,6 +1,7 @@
 """Issue 13, runs you can trust: every record true, every resume the same run, every bad value
 refused before work starts. Runs `experiments/run.py`'s launch() in-process through Hydra's
-compose (tiny model, planted task, a few generations)."""
+compose (tiny model, planted task, a few generations); the session's compilation cache
+(conftest.py) makes every launch after the first take seconds, not tens of seconds."""
 
 import importlib.util
 import json
@@ -31,23 +32,6 @@ def _load(name):
 
 run_py = _load("run")
 callbacks = _load("callbacks")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """Each launch builds new jitted functions of the same programs: a persistent compilation
-    cache for this module's runs makes the later ones take seconds, not tens of seconds."""
-    import jax
-
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in keys}
-    new = (str(tmp_path_factory.mktemp("jax_cache")), 0, 0)
-    for k, v in zip(keys, new):
-        jax.config.update(k, v)
-    yield
-    for k, v in old.items():
-        jax.config.update(k, v)
 
 
 def cfg_of(*overrides, choices=None):
@@ -436,7 +420,9 @@ def _bench_cfg(*overrides):
         return compose(config_name="bench_forward", overrides=list(overrides))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["ref2k", pytest.param("aby3", marks=pytest.mark.slow)])
+@pytest.mark.spu
 def test_bench_forward_default_rfa_is_correct_and_out_of_range_is_marked_wrong(protocol):
     bench = _bench()
     base = ("attention=rfa", f"protocols=[{protocol}]")

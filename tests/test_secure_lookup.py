@@ -41,6 +41,7 @@ def _logits(backend, batch, bucket):
     return ev, ev.logits(ev.share_examples(batch), PROMPTS)
 
 
+@pytest.mark.slow
 def test_subvocab_lookup_equals_onehot_lookup_and_plaintext(monkeypatch):
     # small chunks, so both stages run in several chunks and are concatenated under "MPC"
     monkeypatch.setattr(ingest_module, "EMBED_CHUNK_ELEMENTS", 40_000)
@@ -59,6 +60,7 @@ def test_subvocab_lookup_equals_onehot_lookup_and_plaintext(monkeypatch):
     assert len(sub_ev.costs) > 3  # chunked: several row and token chunks plus concatenations
 
 
+@pytest.mark.slow
 def test_lookup_takes_the_whole_vocabulary_when_that_is_cheaper():
     with PlaintextFxpBackend() as be:
         ev, _ = _logits(be, _batch(n=1, s=6, distinct=5), 1024)
@@ -72,6 +74,7 @@ def test_negative_vocab_bucket_is_an_error():
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_subvocab_lookup_under_aby3_shares_fewer_bytes_and_matches_plaintext():
     batch = _batch(n=16, s=10)
     _, plain = _logits(make_backend("plaintext"), batch, 16)

@@ -34,6 +34,7 @@ def test_tls_options_are_checked(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_tls_links_compute_and_refuse_an_unknown_ca(tmp_path):
     tls = certs(tmp_path / "a")
     x = np.linspace(-1, 1, 16, dtype=np.float32)
@@ -49,6 +50,7 @@ def test_tls_links_compute_and_refuse_an_unknown_ca(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_run_py_takes_tls_certificates_in_mp_mode(tmp_path):
     import json
     import sys

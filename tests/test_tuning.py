@@ -101,11 +101,14 @@ def test_budget_smaller_than_a_generation_is_an_error():
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_aby3_tuning_learns_and_its_losses_match_plaintext(setup):
     """Under ABY3 the planted task is learnt as in plaintext, and each generation's candidate
     losses equal the plaintext losses of the same candidates within 1e-2."""
     params, task = setup
-    tcfg = TuningConfig(**{**TCFG.__dict__, "checkpoint_every": 0})
+    # 6 generations, not TCFG's 15: plaintext tuning reaches train accuracy 1.0 from 0.5 in 5
+    # generations on this task (budget 30), so 6 show the learning at 40% of the secure time
+    tcfg = TuningConfig(**{**TCFG.__dict__, "checkpoint_every": 0, "budget": 36})
     with make_backend("aby3") as be:
         tuner, s = tune(params, task, be, tcfg)
         assert s["initial_train_acc"] <= 0.6 and s["train_acc"] >= 0.9
@@ -122,6 +125,7 @@ def test_aby3_tuning_learns_and_its_losses_match_plaintext(setup):
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_masked_trig_rfa_evaluator_matches_plaintext_under_aby3(setup):
     """method=secfwt (rfa, masked trig): the evaluator supplies fresh masks on every call and
     the secure candidate losses equal the plaintext ones of the same model."""

@@ -61,7 +61,7 @@ def load_tokenizer(name_or_dir: str | os.PathLike | None = None):
                 f"tokenizer directory {str(path)!r} has neither vocab.json + merges.txt nor "
                 f"tokenizer.json; it holds {sorted(p.name for p in path.iterdir())}"
             )
-        return AutoTokenizer.from_pretrained(str(path))
+        return mask_lstrip(AutoTokenizer.from_pretrained(str(path)))
     # Hub names look like "name" or "org/name"; anything else is meant as a local path.
     if path.is_absolute() or str(chosen).startswith((".", "~")) or str(chosen).count("/") > 1:
         raise FileNotFoundError(
@@ -69,12 +69,29 @@ def load_tokenizer(name_or_dir: str | os.PathLike | None = None):
             "vocab.json and merges.txt (e.g. <shared>/tokenizer/roberta-base)"
         )
     try:
-        return AutoTokenizer.from_pretrained(str(chosen))
+        tokenizer = AutoTokenizer.from_pretrained(str(chosen))
     except Exception as err:
         raise OSError(
             f"could not load tokenizer {str(chosen)!r} (no such local directory; from the hub: "
             f"{type(err).__name__}: {err}); pass a local directory or set {ENV_TOKENIZER}"
         ) from err
+    return mask_lstrip(tokenizer)
+
+
+def mask_lstrip(tokenizer):
+    """RoBERTa's `<mask>` with lstrip=True, so " <mask>" in a text is the one mask token.
+
+    transformers 4 builds RoBERTa's mask token so (RobertaTokenizer's default, which Black-Box
+    Tuning's rows depend on); transformers 5, from a directory without tokenizer_config.json,
+    leaves lstrip off and tokenizes " <mask>" as "Ġ" + "<mask>". Other mask tokens (BERT's
+    [MASK]) are left as they are. Returns the tokenizer.
+    """
+    from transformers import AddedToken
+
+    if tokenizer.mask_token == "<mask>":
+        tokenizer.add_special_tokens({"mask_token": AddedToken(
+            "<mask>", lstrip=True, rstrip=False, normalized=False, special=True)})
+    return tokenizer
 
 
 def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:

@@ -7,12 +7,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from secfwt_jax.tasks.registry import Task
+
+class LabelSpace(Protocol):
+    """What `compute_metrics` reads of a task (registry.Task has these): its name, its number
+    of labels and its metric names (keys of METRICS). A protocol, so this module imports
+    nothing from the registry (which imports METRICS from here)."""
+
+    name: str
+    num_labels: int
+    metrics: tuple[str, ...]
 
 
 def _as_label_arrays(preds, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +66,7 @@ def f1(preds, labels, positive: int = 1) -> float:
 METRICS: dict[str, Callable[..., float]] = {"accuracy": accuracy, "f1": f1}
 
 
-def compute_metrics(task: Task, preds, labels) -> dict[str, float]:
+def compute_metrics(task: LabelSpace, preds, labels) -> dict[str, float]:
     """{metric name: value} for each of `task.metrics`, on (N,) predicted and gold label ids."""
     p, y = _as_label_arrays(preds, labels)
     for name, a in (("preds", p), ("labels", y)):

@@ -14,7 +14,6 @@ fixed-point noise that differs between runs, see docs).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 import warnings
@@ -26,10 +25,10 @@ import numpy as np
 
 from ..backend.common import Handle
 from ..tasks.metrics import accuracy
-from .checkpoint import load_state, save_state
 from .evaluator import VOCAB_BUCKET, PromptEvaluator
 from .optimizers import make_optimizer
 from .projection import embedding_std, make_projection, prompts_from_z
+from .records import append_jsonl, load_run, save_run, truncate_jsonl
 from .similarity_evaluator import SimilarityEvaluator
 
 HEADS = ("mlm", "similarity")
@@ -86,7 +85,7 @@ class TuningConfig:
         check_choice("reveal", self.reveal, REVEALS)
         check_choice("prompt_mode", self.prompt_mode, PROMPT_MODES)
         check_choice("projection", self.projection, PROJECTIONS)
-        for name, low in _INT_MINIMA:
+        for name, low in INT_MINIMA:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -103,7 +102,7 @@ class TuningConfig:
 
 # Integer settings and their smallest accepted values (0 = "never" for the *_every keys and
 # patience; seeds are non-negative as numpy's generators require).
-_INT_MINIMA = (("popsize", 1), ("intrinsic_dim", 1), ("prompt_len", 1), ("budget", 1),
+INT_MINIMA = (("popsize", 1), ("intrinsic_dim", 1), ("prompt_len", 1), ("budget", 1),
                ("eval_every", 0), ("patience", 0), ("checkpoint_every", 0), ("seed", 0),
                ("vocab_bucket", 0))
 
@@ -235,7 +234,7 @@ class Tuner:
         if resume and ck and (os.path.exists(ck) or os.path.exists(ck + ".old")):
             state, loop = load_run(ck, like=state)
         # lines after the checkpoint (or, starting afresh, all lines) belong to no run now
-        _truncate_jsonl(self._path("metrics.jsonl"), loop["generation"])
+        truncate_jsonl(self._path("metrics.jsonl"), loop["generation"])
         bytes_before = self.evaluator.bytes_total - loop["bytes_total"]
         wall_before = time.perf_counter() - loop["wall_s"]
         bar = _progress(cfg.generations, loop["generation"], self.progress)
@@ -288,7 +287,7 @@ class Tuner:
             loop["bytes_total"] = self.evaluator.bytes_total - bytes_before
             loop["wall_s"] = time.perf_counter() - wall_before
             rec.update(bytes_total=loop["bytes_total"], wall_s=round(loop["wall_s"], 4))
-            _append_jsonl(self._path("metrics.jsonl"), rec)
+            append_jsonl(self._path("metrics.jsonl"), rec)
             bar.update(1)
             eta.step()
             bar.set_postfix(loss=f"{rec['loss']:.4f}", dev=rec.get("dev_metric", loop["best_dev"]),
@@ -328,52 +327,6 @@ class Tuner:
         )
         self.final_state = state
         return summary
-
-
-def save_run(directory: str, state, loop: dict) -> None:
-    """Write the optimizer state and the loop's bookkeeping atomically: into a fresh folder,
-    then renamed over the old one, so a kill mid-write leaves the previous checkpoint whole."""
-    tmp = directory + ".tmp"
-    os.makedirs(tmp, exist_ok=True)
-    save_state(os.path.join(tmp, "optimizer.npz"), state)
-    with open(os.path.join(tmp, "loop.json"), "w") as f:
-        json.dump(loop, f)
-    old = directory + ".old"
-    if os.path.exists(directory):
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    if os.path.exists(old):
-        import shutil
-
-        shutil.rmtree(old)
-
-
-def load_run(directory: str, like):
-    """(optimizer state, loop bookkeeping) of a checkpoint written by `save_run`."""
-    if not os.path.exists(os.path.join(directory, "loop.json")) and os.path.exists(
-        directory + ".old"
-    ):
-        directory += ".old"  # killed between the two renames
-    state = load_state(os.path.join(directory, "optimizer.npz"), like=like)
-    with open(os.path.join(directory, "loop.json")) as f:
-        return state, json.load(f)
-
-
-def _append_jsonl(path, rec):
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-
-def _truncate_jsonl(path, generation: int):
-    """Drop metric lines written after the checkpoint, so a resumed run's file equals an
-    uninterrupted run's."""
-    if not path or not os.path.exists(path):
-        return
-    with open(path) as f:
-        keep = [line for line in f if json.loads(line)["generation"] <= generation]
-    with open(path, "w") as f:
-        f.writelines(keep)
 
 
 def _non_finite_candidates(losses, logits) -> list[int]:

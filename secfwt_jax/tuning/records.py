@@ -1,5 +1,5 @@
-"""Run directories: what a run writes, and the check that a rerun in the same directory is the
-same run.
+"""Run directories: what a run writes (the checkpoint of the optimizer state and the loop's
+bookkeeping, metrics.jsonl), and the check that a rerun in the same directory is the same run.
 
 A run directory holds `fingerprint.json`: every setting that determines the tuning trajectory
 (task and the sha256 of its data files, model and its weight files, method, protocol,
@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+
+from .checkpoint import load_state, save_state
 
 FINGERPRINT = "fingerprint.json"
 # Everything a run writes into its directory (the checkpoint's temporary names included).
@@ -144,3 +147,48 @@ def write_fingerprint(run_dir: str, record: dict) -> None:
     with open(tmp, "w") as f:
         json.dump(record, f, indent=1, sort_keys=True)
     os.replace(tmp, os.path.join(run_dir, FINGERPRINT))
+
+
+def save_run(directory: str, state, loop: dict) -> None:
+    """Write the optimizer state and the loop's bookkeeping atomically: into a fresh folder,
+    then renamed over the old one, so a kill mid-write leaves the previous checkpoint whole."""
+    tmp = directory + ".tmp"
+    os.makedirs(tmp, exist_ok=True)
+    save_state(os.path.join(tmp, "optimizer.npz"), state)
+    with open(os.path.join(tmp, "loop.json"), "w") as f:
+        json.dump(loop, f)
+    old = directory + ".old"
+    if os.path.exists(directory):
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if os.path.exists(old):
+        shutil.rmtree(old)
+
+
+def load_run(directory: str, like):
+    """(optimizer state, loop bookkeeping) of a checkpoint written by `save_run`."""
+    if not os.path.exists(os.path.join(directory, "loop.json")) and os.path.exists(
+        directory + ".old"
+    ):
+        directory += ".old"  # killed between the two renames
+    state = load_state(os.path.join(directory, "optimizer.npz"), like=like)
+    with open(os.path.join(directory, "loop.json")) as f:
+        return state, json.load(f)
+
+
+def append_jsonl(path, rec):
+    """Append `rec` as one JSON line to `path` (metrics.jsonl); nothing when path is None."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def truncate_jsonl(path, generation: int):
+    """Drop metric lines written after the checkpoint, so a resumed run's file equals an
+    uninterrupted run's."""
+    if not path or not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if json.loads(line)["generation"] <= generation]
+    with open(path, "w") as f:
+        f.writelines(keep)
