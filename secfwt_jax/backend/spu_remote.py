@@ -133,16 +133,29 @@ class RemoteParties:
         results = [None] * self.n
         for fut in concurrent.futures.as_completed(futures):
             r = futures[fut]
-            where = f"party {r} at {self.addresses[r]}"
-            try:
-                reply = fut.result()
-            except grpc.RpcError as e:
-                self._fail(f"{where} failed during {what}: the server is unreachable or died "
-                           f"({e.code().name}: {e.details()})")
-            if not reply["ok"]:
-                self._fail(f"{where} failed during {what}: {reply['error']}")
-            results[r] = reply["result"]
+            problem = self._problem(fut)
+            if problem is None:
+                results[r] = fut.result()["result"]
+                continue
+            # One failure makes the other parties fail too (their peer is gone): wait briefly
+            # and name a server that died before parties that merely lost it.
+            concurrent.futures.wait(futures, timeout=1.0)
+            failed = [(r, problem)] + [(q, self._problem(f)) for f, q in futures.items()
+                                       if q != r and f.done() and self._problem(f)]
+            failed.sort(key=lambda rp: not rp[1][0])
+            self._fail("; ".join(f"party {q} at {self.addresses[q]} failed during {what}: {p[1]}"
+                                 for q, p in failed))
         return results
+
+    @staticmethod
+    def _problem(fut):
+        """None for a successful reply, else (server unreachable?, text)."""
+        try:
+            reply = fut.result()
+        except grpc.RpcError as e:
+            return True, (f"the server is unreachable or died ({e.code().name}: "
+                          f"{e.details()})")
+        return None if reply["ok"] else (False, reply["error"])
 
     def _commands(self, cmd: str, payloads: list, what: str):
         return self._all("Call", [{"session": self.session, "cmd": cmd, "payload": p}
