@@ -9,10 +9,10 @@ this rank only) that joins the mesh of the other hosts' parties on the link port
 weight shares across calls and runs the commands set / load / run / get / delete.
 
 A session ends when the data owner closes it, when it asks for an abort (another party failed),
-when the party process dies, raises or stops answering (its heartbeat), or when the data owner
-stops pinging for the session's timeout_s; the server then ends the party process and waits
-for the next session. The server itself runs until SIGINT / SIGTERM. It never loads weights or
-data: it holds shares only.
+when the party process dies, raises or stops answering (its heartbeat), or when the data
+owner's Watch call ends (its process died or its connection was lost); the server then ends the
+party process and waits for the next session. The server itself runs until SIGINT / SIGTERM.
+It never loads weights or data: it holds shares only.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .party_cluster import Cluster, load_cluster
 from .party_rpc import SERVER_OPTIONS, add_port, handler
 
 COMMANDS = ("set", "load", "run", "get", "delete")
-WORKERS = 16  # pings and aborts must be served while a long command runs
+WORKERS = 16  # Watch holds one; aborts must be served while a long command runs
 
 
 def log(msg: str) -> None:
@@ -41,7 +41,6 @@ class Session:
     def __init__(self, sid: str, timeout_s: float):
         self.id, self.timeout_s = sid, timeout_s
         self.cancel = threading.Event()
-        self.last_ping = time.time()
         self.parties = None  # ProcParties once started
         self.lock = threading.Lock()  # one command at a time
 
@@ -57,7 +56,7 @@ class PartyServer:
 
     # -- gRPC methods; each returns {"ok": ..., "result" | "error": ...} --------------------
 
-    def open(self, req):
+    def open(self, req, ctx=None):
         if req.get("fingerprint") != self.cluster.fingerprint():
             return _error(f"party {self.rank}: the data owner's cluster file differs from this "
                           f"server's ({self.cluster.path}); both must list the same hosts, "
@@ -82,7 +81,7 @@ class PartyServer:
         log(f"session {sess.id[:8]}: party process {sess.parties.pids[0]} joined the mesh")
         return {"ok": True, "result": {"pid": sess.parties.pids[0]}}
 
-    def command(self, req):
+    def command(self, req, ctx=None):
         sess = self._session(req)
         if sess is None or sess.parties is None:
             return _error(f"party {self.rank} has no open session {req.get('session', '')[:8]}")
@@ -97,18 +96,26 @@ class PartyServer:
             return _error(f"party {self.rank}: {e}")
         return {"ok": True, "result": result}
 
-    def ping(self, req):
+    def watch(self, req, ctx):
+        """Held open by the data owner for the session; when it ends from the data owner's
+        side (its process died, its connection was lost: gRPC keepalive), so does the
+        session. Returns when the session ends."""
         sess = self._session(req)
         if sess is None:
             return _error(f"party {self.rank} has no session {req.get('session', '')[:8]}")
-        sess.last_ping = time.time()
+        gone = threading.Event()
+        ctx.add_callback(gone.set)  # runs when the call terminates: cancelled, peer gone
+        while not gone.wait(0.5):
+            if self.session is not sess:
+                return {"ok": True, "result": None}
+        self.end(sess.id, "the data owner's connection closed")
         return {"ok": True, "result": None}
 
-    def abort(self, req):
+    def abort(self, req, ctx=None):
         self.end(req.get("session"), req.get("reason", "aborted"), bool(req.get("graceful")))
         return {"ok": True, "result": None}
 
-    def status(self, req):
+    def status(self, req, ctx=None):
         sess = self.session
         pids = sess.parties.party_pids if sess and sess.parties else []
         return {"ok": True, "result": {"rank": self.rank, "session": sess and sess.id,
@@ -135,13 +142,6 @@ class PartyServer:
                 sess.lock.release()
         log(f"session {sess.id[:8]} ended: {reason}; waiting for the next session")
 
-    def watchdog(self, stop: threading.Event) -> None:
-        """Abort a session whose data owner stopped pinging for its timeout_s."""
-        while not stop.wait(0.5):
-            sess = self.session
-            if sess is not None and time.time() - sess.last_ping > max(sess.timeout_s, 5.0):
-                self.end(sess.id, f"no ping from the data owner for {sess.timeout_s:g} s")
-
 
 def _error(text: str) -> dict:
     return {"ok": False, "error": text}
@@ -154,7 +154,7 @@ def serve(cluster: Cluster, rank: int, bind: str | None = None,
     server_obj = PartyServer(cluster, rank)
     server = grpc.server(futures.ThreadPoolExecutor(WORKERS), options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers([handler({
-        "Open": server_obj.open, "Call": server_obj.command, "Ping": server_obj.ping,
+        "Open": server_obj.open, "Call": server_obj.command, "Watch": server_obj.watch,
         "Abort": server_obj.abort, "Status": server_obj.status,
     })])
     address = f"{bind or me.host}:{me.control_port}"
@@ -162,7 +162,6 @@ def serve(cluster: Cluster, rank: int, bind: str | None = None,
         raise OSError(f"party {rank}: cannot listen on {address} (in use?)")
     stop = stop or threading.Event()
     server.start()
-    threading.Thread(target=server_obj.watchdog, args=(stop,), daemon=True).start()
     log(f"party {rank} of {len(cluster.parties)} listening on {address} "
         f"({'TLS' if me.tls else 'no TLS'}); SPU link on {me.link}")
     stop.wait()
@@ -170,6 +169,49 @@ def serve(cluster: Cluster, rank: int, bind: str | None = None,
         server_obj.end(server_obj.session.id, "server stopped")
     server.stop(grace=1.0).wait(5.0)
     log(f"party {rank} stopped")
+
+
+def start_servers(cluster_path: str, ranks, log_dir: str, timeout_s: float = 120.0) -> dict:
+    """Start the party servers of `ranks` on this machine as separate commands (tests and
+    benchmarks: the code path of separate hosts); returns {rank: (Popen, log path)} once each
+    listens. Stop them with SIGTERM (stop_servers)."""
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    out = {}
+    for r in ranks:
+        log_path = os.path.join(log_dir, f"server{r}.log")
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "secfwt_jax.party", "--cluster", str(cluster_path),
+                 "--rank", str(r)], env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+        out[r] = (proc, log_path)
+    deadline = time.time() + timeout_s
+    for r, (proc, log_path) in out.items():
+        while "listening on" not in open(log_path).read():
+            if proc.poll() is not None or time.time() > deadline:
+                stop_servers(out)
+                raise RuntimeError(f"party server {r} did not start:\n{open(log_path).read()}")
+            time.sleep(0.2)
+    return out
+
+
+def stop_servers(servers: dict) -> None:
+    """End the servers of start_servers (SIGTERM, then SIGKILL after 15 s)."""
+    import subprocess
+
+    for proc, _ in servers.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc, _ in servers.values():
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def main(argv=None) -> None:
@@ -181,7 +223,7 @@ def main(argv=None) -> None:
                     help="address to listen on for the control channel (default: the host "
                          "of this rank in the cluster file; 0.0.0.0 for all interfaces)")
     args = ap.parse_args(argv)
-    cluster = load_cluster(args.cluster)
+    cluster = load_cluster(args.cluster, args.rank)
     if not 0 <= args.rank < len(cluster.parties):
         ap.error(f"--rank {args.rank} out of range: the cluster file lists ranks "
                  f"0..{len(cluster.parties) - 1}")

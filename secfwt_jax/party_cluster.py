@@ -17,8 +17,9 @@ on separate machines")::
 control_port: the party server's gRPC control channel (the data owner and the model owner call
 it); link_port: SPU's own brpc link between the parties (MPC traffic). With `tls` both use TLS
 with mutual authentication against `ca` (a peer must present a certificate it signed). A party
-entry may carry its own `tls: {cert, key}` (per-host certificates). TLS is required when any
-host is not loopback, unless `insecure: true`.
+entry may carry its own `tls: {cert, key}` (per-host certificates, `make_certs.sh --per-host`;
+the top-level cert and key are then the data owner's client identity). TLS is required when
+any host is not loopback, unless `insecure: true`.
 
 No spu, no grpc: the file is checked before anything starts.
 """
@@ -67,6 +68,7 @@ class Cluster:
     parties: tuple[PartyAddress, ...]
     connect_timeout_s: float
     insecure: bool
+    client_tls: dict | None = None  # the data owner's / model owner's certificate (top level)
 
     @property
     def tls(self) -> bool:
@@ -98,19 +100,22 @@ def _tls_paths(where: str, tls, base: str, keys=TLS_KEYS) -> dict:
     if not isinstance(tls, dict) or set(tls) != set(keys):
         got = sorted(tls) if isinstance(tls, dict) else repr(tls)
         raise ValueError(f"{where}: tls must have exactly the keys {list(keys)}, got {got}")
-    out = {}
-    for k in keys:
-        path = os.path.join(base, str(tls[k]))
+    return {k: os.path.abspath(os.path.join(base, str(tls[k]))) for k in keys}
+
+
+def _check_files(where: str, tls: dict) -> None:
+    for k, path in tls.items():
         if not os.path.isfile(path):
-            raise ValueError(f"{where}: tls.{k} = {tls[k]!r} is not a file ({path}); make "
-                             "certificates with `bash experiments/make_certs.sh DIR HOST...`")
-        out[k] = os.path.abspath(path)
-    return out
+            raise ValueError(f"{where}: tls.{k} = {path!r} is not a file; make certificates "
+                             "with `bash experiments/make_certs.sh [--per-host] DIR HOST...`")
 
 
-def load_cluster(path: str) -> Cluster:
+def load_cluster(path: str, rank: int | None = None) -> Cluster:
     """Read and check a cluster file; ValueError names the bad key and value. Warns
-    (InsecureClusterWarning) for a non-loopback cluster with `insecure: true`."""
+    (InsecureClusterWarning) for a non-loopback cluster with `insecure: true`.
+
+    rank: the party server of that rank reads it (its own certificate and key must be here);
+    None: the data owner (the top-level certificate and key, its client identity)."""
     try:
         with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
@@ -165,4 +170,33 @@ def load_cluster(path: str) -> Cluster:
         warnings.warn(f"cluster {path}: hosts {remote} without TLS (insecure: true): shares "
                       "and revealed values cross the network in the clear",
                       InsecureClusterWarning, stacklevel=2)
-    return Cluster(os.path.abspath(path), tuple(parties), float(timeout), insecure)
+    if common is not None:
+        if rank is None:
+            _check_files(f"cluster file {path}", common)
+        elif 0 <= rank < len(parties):
+            _check_files(f"cluster file {path}, party {rank}", parties[rank].tls)
+    return Cluster(os.path.abspath(path), tuple(parties), float(timeout), insecure,
+                   common)
+
+
+def write_local_cluster(path: str, n: int, tls: dict | None = None, own: list | None = None,
+                        host: str = "127.0.0.1", connect_timeout_s: float = 20, **extra) -> str:
+    """Write a cluster file of n parties on `host` at free ports of this machine (trying the
+    servers on one machine, tests, benchmarks). tls: the top-level {ca, cert, key}; own: each
+    party's {cert, key}; extra: further top-level keys (insecure). Returns path."""
+    import socket
+
+    socks = [socket.socket() for _ in range(2 * n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    doc = {"parties": [{"host": host, "control_port": ports[2 * r], "link_port": ports[2 * r + 1],
+                        **({"tls": own[r]} if own else {})} for r in range(n)],
+           "connect_timeout_s": connect_timeout_s, **extra}
+    if tls:
+        doc["tls"] = tls
+    with open(path, "w") as f:
+        yaml.safe_dump(doc, f)
+    return path

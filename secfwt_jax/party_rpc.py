@@ -8,8 +8,11 @@ cluster's CA, and the client checks the server's certificate against the same CA
 name of the cluster file.
 
 Methods of service secfwt.Party: Open (start a session's party process), Call (one party
-command: set, load, run, get, delete), Ping (the session's owner is alive), Abort (end the
-session), Status. Replies are {"ok": true, "result": ...} or {"ok": false, "error": text}.
+command: set, load, run, get, delete), Watch (held open by the data owner for the whole
+session: when its process dies the call ends and the server ends the session; gRPC's own
+threads keep it alive, so a data owner busy in a long C++ call that holds Python's GIL is not
+mistaken for a dead one), Abort (end the session), Status. Replies are {"ok": true,
+"result": ...} or {"ok": false, "error": text}.
 
 No spu here.
 """
@@ -22,7 +25,7 @@ import struct
 import grpc
 
 SERVICE = "secfwt.Party"
-METHODS = ("Open", "Call", "Ping", "Abort", "Status")
+METHODS = ("Open", "Call", "Watch", "Abort", "Status")
 MAX_MESSAGE = 2**31 - 1  # shares are sent in batches of at most 256 MiB per party
 OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -115,10 +118,11 @@ def add_port(server: grpc.Server, address: str, tls: dict | None) -> int:
 
 
 def handler(functions: dict) -> grpc.GenericRpcHandler:
-    """functions: {method: f(request obj) -> reply obj}; bytes in and out via pack/unpack."""
+    """functions: {method: f(request obj, grpc context) -> reply obj}; bytes in and out via
+    pack/unpack."""
     return grpc.method_handlers_generic_handler(SERVICE, {
         name: grpc.unary_unary_rpc_method_handler(
-            lambda req, ctx, f=f: pack(f(unpack(req))))
+            lambda req, ctx, f=f: pack(f(unpack(req), ctx)))
         for name, f in functions.items()
     })
 
@@ -127,3 +131,8 @@ def call(channel: grpc.Channel, method: str, request, timeout_s: float | None):
     """One unary call; returns the unpacked reply. grpc.RpcError on transport failure."""
     stub = channel.unary_unary(f"/{SERVICE}/{method}")
     return unpack(stub(pack(request), timeout=timeout_s))
+
+
+def call_async(channel: grpc.Channel, method: str, request) -> grpc.Future:
+    """A call left running (Watch); cancel() ends it."""
+    return channel.unary_unary(f"/{SERVICE}/{method}").future(pack(request))

@@ -7,8 +7,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,21 +15,12 @@ import warnings
 import pytest
 import yaml
 
-from secfwt_jax.party_cluster import InsecureClusterWarning, load_cluster
+from secfwt_jax.party import start_servers, stop_servers
+from secfwt_jax.party_cluster import InsecureClusterWarning, load_cluster, write_local_cluster
 from secfwt_jax.party_rpc import call, open_channel, pack, unpack
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-
-
-def free_ports(k: int) -> list[int]:
-    socks = [socket.socket() for _ in range(k)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def certs(out: pathlib.Path) -> dict:
@@ -41,54 +30,41 @@ def certs(out: pathlib.Path) -> dict:
             "key": str(out / "party.key")}
 
 
-def write_cluster(path: pathlib.Path, n=3, tls=None, host="127.0.0.1", timeout=20, **extra):
-    ports = free_ports(2 * n)
-    doc = {"parties": [{"host": host, "control_port": ports[2 * r],
-                        "link_port": ports[2 * r + 1]} for r in range(n)],
-           "connect_timeout_s": timeout, **extra}
-    if tls:
-        doc["tls"] = tls
-    path.write_text(yaml.safe_dump(doc))
+def per_host_certs(out: pathlib.Path, n=3) -> tuple[dict, list[dict]]:
+    """make_certs.sh --per-host: (the data owner's tls, each party's own {cert, key})."""
+    subprocess.run(["bash", str(ROOT / "experiments" / "make_certs.sh"), "--per-host", str(out),
+                    *["127.0.0.1"] * n], check=True, capture_output=True, timeout=60)
+    return ({"ca": str(out / "ca.pem"), "cert": str(out / "owner.pem"),
+             "key": str(out / "owner.key")},
+            [{"cert": str(out / f"party{r}.pem"), "key": str(out / f"party{r}.key")}
+             for r in range(n)])
+
+
+def write_cluster(path: pathlib.Path, n=3, tls=None, host="127.0.0.1", timeout=20,
+                  own=None, **extra) -> pathlib.Path:
+    write_local_cluster(str(path), n, tls, own, host, timeout, **extra)
     return path
 
 
 class Servers:
-    """Party servers as separate OS commands; stop() ends the ones still running."""
+    """Party servers as separate OS commands (party.start_servers); stop() ends them."""
 
     def __init__(self, cluster: pathlib.Path, ranks, log_dir: pathlib.Path):
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.cluster = load_cluster(str(cluster))
-        self.procs, self.logs = {}, {}
-        for r in ranks:
-            self.logs[r] = log_dir / f"server{r}.log"
-            self.procs[r] = subprocess.Popen(
-                [sys.executable, "-m", "secfwt_jax.party", "--cluster", str(cluster),
-                 "--rank", str(r)], env=env, stdout=subprocess.DEVNULL,
-                stderr=open(self.logs[r], "w"))
-        deadline = time.time() + 120
-        for r in ranks:
-            while "listening on" not in self.logs[r].read_text():
-                assert self.procs[r].poll() is None, self.logs[r].read_text()
-                assert time.time() < deadline, f"server {r} did not start"
-                time.sleep(0.2)
+        started = start_servers(str(cluster), ranks, str(log_dir))
+        self.started = started
+        self.procs = {r: proc for r, (proc, _) in started.items()}
+        self.logs = {r: pathlib.Path(log) for r, (_, log) in started.items()}
 
     def status(self, r: int) -> dict:
         p = self.cluster.parties[r]
-        with open_channel(p.control, p.tls) as ch:
+        with open_channel(p.control, self.cluster.client_tls) as ch:
             reply = call(ch, "Status", {}, 10)
         assert reply["ok"], reply
         return reply["result"]
 
     def stop(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_servers(self.started)
 
 
 def running(pid: int) -> bool:
@@ -140,8 +116,15 @@ def test_the_cluster_file_is_checked_and_remote_hosts_need_tls(tmp_path):
     with pytest.raises(ValueError, match=r"unknown keys \['hosts'\]"):
         load_cluster(str(bad))
     tls = write_cluster(tmp_path / "tls.yaml", tls={"ca": "x.pem", "cert": "y", "key": "z"})
-    with pytest.raises(ValueError, match=r"tls.ca = 'x.pem' is not a file.*make_certs.sh"):
+    with pytest.raises(ValueError, match=r"tls.ca = '.*x.pem' is not a file.*make_certs.sh"):
         load_cluster(str(tls))
+    if shutil.which("openssl"):  # per-host certificates: a server needs only its own key
+        owner, own = per_host_certs(tmp_path / "ph")
+        per_host = write_cluster(tmp_path / "ph.yaml", tls=owner, own=own)
+        os.remove(own[0]["key"])
+        assert load_cluster(str(per_host), rank=1).parties[1].tls["cert"] == own[1]["cert"]
+        with pytest.raises(ValueError, match=r"party 0: tls.key = .*party0.key' is not a file"):
+            load_cluster(str(per_host), rank=0)
     from secfwt_jax.backend import make_backend
 
     two = write_cluster(tmp_path / "two.yaml", n=2)
@@ -185,7 +168,8 @@ def test_a_party_that_never_comes_up_is_a_clear_error_within_the_timeout(tmp_pat
 @needs_openssl
 @pytest.mark.slow
 def test_a_tiny_tuning_run_through_three_party_servers_with_tls(tmp_path):
-    cluster = write_cluster(tmp_path / "cluster.yaml", tls=certs(tmp_path / "certs"))
+    owner, own = per_host_certs(tmp_path / "certs")  # each party its own key
+    cluster = write_cluster(tmp_path / "cluster.yaml", tls=owner, own=own)
     servers = Servers(cluster, [0, 1, 2], tmp_path)
     try:
         out = run_py(cluster, tmp_path / "run", "budget=6")
@@ -235,4 +219,34 @@ def test_a_party_killed_mid_run_is_a_clear_error_and_nothing_is_left_running(tmp
     finally:
         if proc.poll() is None:
             proc.kill()
+        servers.stop()
+
+
+@pytest.mark.slow
+def test_a_data_owner_that_dies_ends_the_servers_sessions(tmp_path):
+    """The servers are long-lived: when the data owner's process dies (SIGKILL, nothing sent),
+    each ends its session and party process and waits for the next one."""
+    cluster = write_cluster(tmp_path / "cluster.yaml")
+    servers = Servers(cluster, [0, 1, 2], tmp_path)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from secfwt_jax.backend import make_backend; "
+         f"be = make_backend('aby3', mode='mp', cluster={str(cluster)!r}, timeout_s=20); "
+         "print('open', flush=True); time.sleep(600)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert owner.stdout.readline().strip() == "open"
+        pids = [pid for r in range(3) for pid in servers.status(r)["party_pids"]]
+        assert len(pids) == 3 and all(running(p) for p in pids)
+        owner.kill()
+        owner.wait(10)
+        deadline = time.time() + 30
+        while any(running(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in pids if running(p)]
+        for r in range(3):
+            assert servers.status(r)["session"] is None
+            assert "the data owner's connection closed" in servers.logs[r].read_text()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
         servers.stop()

@@ -25,6 +25,9 @@ from .spu_party import PartyRuntime, party_config, party_main, share_from_parts,
 
 START_TIMEOUT_S = 60.0  # mp: starting the processes and connecting the mesh, at least
 LINK_TIMEOUT_S = 3600.0  # mp: the brpc links' receive timeout, at least
+# mp: the model-owner process loads a checkpoint (GBs) and, on the planted task, makes the task
+# with forward passes; its death is noticed at once, this bounds only a hung owner
+OWNER_TIMEOUT_S = 900.0
 
 
 class PartyError(BackendError):
@@ -369,8 +372,9 @@ class ProcParties:
         for end in self.owner_send_ends:
             end.close()  # the owner process has its copies; this process never writes
         self.owner_send_ends = []
-        send_errors = self._send_all([("adopt", self.start_timeout_s)] * self.n, what)
-        payload = wait_for_owner(owner_proc, owner_conn, what, self.start_timeout_s, self._fail)
+        timeout_s = max(self.timeout_s, OWNER_TIMEOUT_S)
+        send_errors = self._send_all([("adopt", timeout_s)] * self.n, what)
+        payload = wait_for_owner(owner_proc, owner_conn, what, timeout_s, self._fail)
         self._collect(range(self.n), what, send_errors)
         return payload
 

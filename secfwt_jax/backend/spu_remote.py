@@ -13,8 +13,8 @@ Faults: a server that does not answer within the cluster's connect_timeout_s, a 
 fails (a server died, its party raised or stopped answering: the server's heartbeat check), or
 a lost connection (gRPC keepalive) raise PartyError naming the rank and address, after every
 other server was told to abort the session (each ends its party process and waits for the
-next session). The servers abort by themselves a session whose data owner stops pinging for
-timeout_s.
+next session). Each server also ends the session when this process's Watch call ends (the
+data owner died or its connection was lost).
 
 Imports spu (through spu_hosts / spu_party) and grpc.
 """
@@ -24,18 +24,23 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-import threading
 import time
 
 import grpc
 
 from ..party_cluster import Cluster
-from ..party_rpc import call, open_channel
+from ..party_rpc import call, call_async, open_channel
 from .cost import parse_party_log
-from .spu_hosts import LINK_TIMEOUT_S, START_TIMEOUT_S, PartyError, ProcParties, wait_for_owner
+from .spu_hosts import (
+    LINK_TIMEOUT_S,
+    OWNER_TIMEOUT_S,
+    START_TIMEOUT_S,
+    PartyError,
+    ProcParties,
+    wait_for_owner,
+)
 from .spu_party import share_from_parts, share_to_parts
 
-PING_S = 1.0
 ABORT_TIMEOUT_S = 5.0
 
 
@@ -47,6 +52,12 @@ def start_session_party(n: int, rank: int, config_bytes: bytes, addresses: list[
     config = libspu.RuntimeConfig()
     config.ParseFromString(config_bytes)
     return ProcParties(n, config, timeout_s, addresses, tls, ranks=[rank], cancel=cancel)
+
+
+def _client(cluster: Cluster, party) -> dict | None:
+    """The TLS settings of this process's channel to `party`: the cluster's CA and the data
+    owner's certificate (None: plain TCP)."""
+    return None if party.tls is None else dict(cluster.client_tls)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +98,8 @@ class RemoteParties:
         self.session = os.urandom(16).hex()  # also a capability: only its holders may call
         self.closed = False
         self.pool = concurrent.futures.ThreadPoolExecutor(2 * n, thread_name_prefix="remote")
-        self.channels = [open_channel(p.control, p.tls) for p in cluster.parties]
+        # the servers check this process's certificate (the cluster's top-level one)
+        self.channels = [open_channel(p.control, _client(cluster, p)) for p in cluster.parties]
         deadline = time.time() + cluster.connect_timeout_s
         for r, ch in enumerate(self.channels):
             try:
@@ -99,24 +111,17 @@ class RemoteParties:
                     f"{cluster.path}): start `python -m secfwt_jax.party --cluster "
                     f"{os.path.basename(cluster.path)} --rank {r}` on {cluster.parties[r].host}"
                     + (", and check its certificates" if cluster.tls else ""))
-        self._stop_ping = threading.Event()
-        threading.Thread(target=self._ping, daemon=True, name="remote-ping").start()
         self.owner_send_ends = [
-            RemoteShareSink(p.control, p.tls, self.session, r, self.call_timeout_s)
+            RemoteShareSink(p.control, _client(cluster, p), self.session, r, self.call_timeout_s)
             for r, p in enumerate(cluster.parties)]
         replies = self._all("Open", [
             {"session": self.session, "fingerprint": cluster.fingerprint(), "n": n,
              "config": config.SerializeToString(), "timeout_s": timeout_s}
             for _ in range(n)], "start", max(timeout_s, START_TIMEOUT_S) + 30)
         self.pids = [rep["pid"] for rep in replies]
-
-    def _ping(self) -> None:
-        while not self._stop_ping.wait(PING_S):
-            for ch in self.channels:
-                try:
-                    call(ch, "Ping", {"session": self.session}, PING_S * 2)
-                except grpc.RpcError:
-                    pass  # a dead server is reported by the next command
+        # held open for the session: if this process dies, each server ends the session
+        self.watches = [call_async(ch, "Watch", {"session": self.session})
+                        for ch in self.channels]
 
     def _fail(self, message: str):
         self.close(reason=message.splitlines()[0])
@@ -184,7 +189,7 @@ class RemoteParties:
         """The model-owner process (spawned with owner_send_ends) has sent each server its
         party's shares; returns the owner's reply payload."""
         self.owner_send_ends = []
-        return wait_for_owner(owner_proc, owner_conn, what, max(self.timeout_s, START_TIMEOUT_S),
+        return wait_for_owner(owner_proc, owner_conn, what, max(self.timeout_s, OWNER_TIMEOUT_S),
                               self._fail)
 
     def close(self, reason: str = "closed by the data owner") -> None:
@@ -192,13 +197,13 @@ class RemoteParties:
         if self.closed:
             return
         self.closed = True
-        if hasattr(self, "_stop_ping"):
-            self._stop_ping.set()
         graceful = reason == "closed by the data owner"
         futures = [self.pool.submit(call, ch, "Abort", {"session": self.session, "reason": reason,
                                                         "graceful": graceful}, ABORT_TIMEOUT_S)
                    for ch in self.channels]
         concurrent.futures.wait(futures, timeout=ABORT_TIMEOUT_S + 1)
+        for w in getattr(self, "watches", []):
+            w.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
         for ch in self.channels:
             ch.close()

@@ -1,0 +1,120 @@
+"""Cost of running the parties as party servers (issue 12): the same secure forward with the
+parties as local processes driven over pipes (mode=mp), and as party servers
+(`python -m secfwt_jax.party`, started here as separate commands on loopback) driven over gRPC,
+without and with TLS (TLS on both the gRPC control channel and SPU's links). Calls
+interleaved, repeated.
+
+    python experiments/bench_cluster.py [--repeats 5] [--out results/cluster]
+
+Writes OUT/cluster.json and OUT/cluster.md. Bytes are SPU's link counters between the parties
+(the control channel's bytes, the data owner's input shares and output shares, are reported
+separately by the cost records as input/output share bytes); times are wall-clock per call as
+the data owner sees them (CallCost.wall_s: sharing, the run, reconstructing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--protocol", default="aby3")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=16)
+    ap.add_argument("--out", default="results/cluster")
+    args = ap.parse_args(argv)
+
+    from secfwt_jax import ModelConfig, init_params
+    from secfwt_jax.backend import PROTOCOL_PARTIES, make_backend
+    from secfwt_jax.model import verbalizer_fn
+    from secfwt_jax.party import start_servers, stop_servers
+    from secfwt_jax.party_cluster import write_local_cluster
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    work = tempfile.mkdtemp(prefix="secfwt-cluster-")
+    subprocess.run(["bash", os.path.join(here, "make_certs.sh"), f"{work}/certs"], check=True,
+                   capture_output=True)
+    tls = {"cert": f"{work}/certs/party.pem", "key": f"{work}/certs/party.key",
+           "ca": f"{work}/certs/ca.pem"}
+    n = PROTOCOL_PARTIES[args.protocol]
+    clusters = {"servers_tcp": write_local_cluster(f"{work}/tcp.yaml", n, None,
+                                                   connect_timeout_s=60),
+                "servers_tls": write_local_cluster(f"{work}/tls.yaml", n, tls,
+                                                   connect_timeout_s=60)}
+    cfg = ModelConfig.preset("tiny", attention="softmax_puma", activation="gelu_puma")
+    params = init_params(cfg, 0)
+    rng = np.random.default_rng(0)
+    b, s = args.batch, args.seq_len
+    embeds = (0.5 * rng.standard_normal((b, s, cfg.hidden_size))).astype(np.float32)
+    mask = np.ones((b, s), np.int32)
+    onehot = np.zeros((b, s), np.float32)
+    onehot[:, 1] = 1
+    prompt = (0.1 * rng.standard_normal((1, 2, cfg.hidden_size))).astype(np.float32)
+    f = verbalizer_fn(cfg, [5, 6])
+    servers, backends, fns = {}, {}, {}
+    try:
+        for name, path in clusters.items():
+            os.makedirs(f"{work}/{name}")
+            servers[name] = start_servers(path, range(n), f"{work}/{name}")
+        backends["local_pipes"] = make_backend(args.protocol, mode="mp", timeout_s=120)
+        for name, path in clusters.items():
+            backends[name] = make_backend(args.protocol, mode="mp", timeout_s=120, cluster=path)
+        for name, be in backends.items():
+            fns[name] = (be.compile(f), be.put(params))
+            fns[name][0](fns[name][1], embeds, mask, onehot, prompt)  # compile, warm up
+        runs = {name: [] for name in backends}
+        for _ in range(args.repeats):  # interleaved: the machine's load hits all alike
+            for name, (fn, h) in fns.items():
+                _, cost = fn(h, embeds, mask, onehot, prompt)
+                runs[name].append(dict(wall_s=cost.wall_s, bytes_total=int(cost.bytes_total),
+                                       control_bytes=int(cost.input_share_bytes
+                                                         + cost.output_share_bytes)))
+    finally:
+        for be in backends.values():
+            be.close()
+        for srv in servers.values():
+            stop_servers(srv)
+    med = {k: float(np.median([r["wall_s"] for r in v])) for k, v in runs.items()}
+    command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
+    rec = dict(command=command, protocol=args.protocol,
+               setting="one shared 2-core machine, loopback; local_pipes: mode=mp (the "
+                       "parties are this process's children, pipes, plain TCP links); "
+                       "servers_*: party servers started as separate commands, gRPC control "
+                       "channel; _tls: TLS on the control channel and on SPU's links",
+               model="tiny (random weights)", batch=b, seq_len=s, repeats=args.repeats,
+               runs=runs, median_wall_s=med,
+               servers_tcp_over_local=med["servers_tcp"] / med["local_pipes"],
+               servers_tls_over_tcp=med["servers_tls"] / med["servers_tcp"],
+               bytes_equal=len({r[0]["bytes_total"] for r in runs.values()}) == 1)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "cluster.json"), "w") as fh:
+        json.dump(rec, fh, indent=1)
+    md = [f"Command: `{command}`. {args.protocol}, tiny model, batch {b}, seq {s}; "
+          f"{args.repeats} calls each, interleaved, on a shared 2-core machine (loopback).", "",
+          "| parties | median wall s per call | SPU link bytes per call | control-channel "
+          "share bytes per call |", "|---|---|---|---|"]
+    for name, rs in runs.items():
+        md.append(f"| {name} | {med[name]:.3f} | {rs[0]['bytes_total']:,} | "
+                  f"{rs[0]['control_bytes']:,} |")
+    md += ["", f"Party servers (gRPC, no TLS) / local processes (pipes): "
+           f"{rec['servers_tcp_over_local']:.2f}x; party servers with TLS / without: "
+           f"{rec['servers_tls_over_tcp']:.2f}x. Link bytes equal: {rec['bytes_equal']}."]
+    with open(os.path.join(args.out, "cluster.md"), "w") as fh:
+        fh.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
