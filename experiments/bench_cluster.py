@@ -14,55 +14,34 @@ the data owner sees them (CallCost.wall_s: sharing, the run, reconstructing).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_tls
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--protocol", default="aby3")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=16)
-    ap.add_argument("--out", default="results/cluster")
-    args = ap.parse_args(argv)
+    from bench_tls import arguments, make_certs, tiny_forward
 
-    from secfwt_jax import ModelConfig, init_params
+    args = arguments(__doc__, "results/cluster").parse_args(argv)
+
     from secfwt_jax.backend import PROTOCOL_PARTIES, make_backend
-    from secfwt_jax.model import verbalizer_fn
     from secfwt_jax.party import start_servers, stop_servers
     from secfwt_jax.party_cluster import write_local_cluster
 
-    here = os.path.dirname(os.path.abspath(__file__))
     work = tempfile.mkdtemp(prefix="secfwt-cluster-")
-    subprocess.run(["bash", os.path.join(here, "make_certs.sh"), f"{work}/certs"], check=True,
-                   capture_output=True)
-    tls = {"cert": f"{work}/certs/party.pem", "key": f"{work}/certs/party.key",
-           "ca": f"{work}/certs/ca.pem"}
+    tls = make_certs(f"{work}/certs")
     n = PROTOCOL_PARTIES[args.protocol]
-    clusters = {"servers_tcp": write_local_cluster(f"{work}/tcp.yaml", n, None,
-                                                   connect_timeout_s=60),
-                "servers_tls": write_local_cluster(f"{work}/tls.yaml", n, tls,
-                                                   connect_timeout_s=60)}
-    cfg = ModelConfig.preset("tiny", attention="softmax_puma", activation="gelu_puma")
-    params = init_params(cfg, 0)
-    rng = np.random.default_rng(0)
+    clusters = {name: write_local_cluster(f"{work}/{name}.yaml", n, t, connect_timeout_s=60)
+                for name, t in (("servers_tcp", None), ("servers_tls", tls))}
     b, s = args.batch, args.seq_len
-    embeds = (0.5 * rng.standard_normal((b, s, cfg.hidden_size))).astype(np.float32)
-    mask = np.ones((b, s), np.int32)
-    onehot = np.zeros((b, s), np.float32)
-    onehot[:, 1] = 1
-    prompt = (0.1 * rng.standard_normal((1, 2, cfg.hidden_size))).astype(np.float32)
-    f = verbalizer_fn(cfg, [5, 6])
+    f, params, (embeds, mask, onehot, prompt) = tiny_forward(b, s)
     servers, backends, fns = {}, {}, {}
     try:
         for name, path in clusters.items():

@@ -22,34 +22,50 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def arguments(doc: str, out: str) -> argparse.ArgumentParser:
+    """The benchmarks' options: protocol, repeats, batch, seq-len, out."""
+    ap = argparse.ArgumentParser(description=doc)
     ap.add_argument("--protocol", default="aby3")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=16)
-    ap.add_argument("--out", default="results/tls")
-    args = ap.parse_args(argv)
+    ap.add_argument("--out", default=out)
+    return ap
 
+
+def make_certs(out_dir: str) -> dict:
+    """{"cert", "key", "ca"}: a one-certificate set from make_certs.sh in out_dir."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run(["bash", os.path.join(here, "make_certs.sh"), out_dir], check=True,
+                   capture_output=True)
+    return {"cert": f"{out_dir}/party.pem", "key": f"{out_dir}/party.key",
+            "ca": f"{out_dir}/ca.pem"}
+
+
+def tiny_forward(batch: int, seq_len: int):
+    """(verbalizer function, params, (embeds, mask, onehot, prompt)): the benchmarks' call,
+    the tiny model's 2 label-word logits for random inputs (seed 0)."""
     from secfwt_jax import ModelConfig, init_params
-    from secfwt_jax.backend import make_backend
     from secfwt_jax.model import verbalizer_fn
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    certs = tempfile.mkdtemp(prefix="secfwt-certs-")
-    subprocess.run(["bash", os.path.join(here, "make_certs.sh"), certs], check=True,
-                   capture_output=True)
-    tls = {"cert": f"{certs}/party.pem", "key": f"{certs}/party.key", "ca": f"{certs}/ca.pem"}
     cfg = ModelConfig.preset("tiny", attention="softmax_puma", activation="gelu_puma")
-    params = init_params(cfg, 0)
     rng = np.random.default_rng(0)
-    b, s = args.batch, args.seq_len
-    embeds = (0.5 * rng.standard_normal((b, s, cfg.hidden_size))).astype(np.float32)
-    mask = np.ones((b, s), np.int32)
-    onehot = np.zeros((b, s), np.float32)
+    embeds = (0.5 * rng.standard_normal((batch, seq_len, cfg.hidden_size))).astype(np.float32)
+    mask = np.ones((batch, seq_len), np.int32)
+    onehot = np.zeros((batch, seq_len), np.float32)
     onehot[:, 1] = 1
     prompt = (0.1 * rng.standard_normal((1, 2, cfg.hidden_size))).astype(np.float32)
-    f = verbalizer_fn(cfg, [5, 6])
+    return verbalizer_fn(cfg, [5, 6]), init_params(cfg, 0), (embeds, mask, onehot, prompt)
+
+
+def main(argv=None) -> None:
+    args = arguments(__doc__, "results/tls").parse_args(argv)
+
+    from secfwt_jax.backend import make_backend
+
+    tls = make_certs(tempfile.mkdtemp(prefix="secfwt-certs-"))
+    b, s = args.batch, args.seq_len
+    f, params, (embeds, mask, onehot, prompt) = tiny_forward(b, s)
     backends = {name: make_backend(args.protocol, mode="mp", timeout_s=120, tls=t)
                 for name, t in (("tcp", None), ("tls", tls))}
     fns = {}
