@@ -10,8 +10,6 @@ TLS's own record and handshake bytes are not in them); times are wall-clock per 
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 import tempfile
 
 import common
@@ -32,23 +30,10 @@ class Config(common.AppConfig):
 @common.hydra_app(Config, "bench_tls")
 def main(args) -> None:
     from secfwt_jax.backend import make_backend
-    from secfwt_jax.model import verbalizer_fn
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    certs = tempfile.mkdtemp(prefix="secfwt-certs-")
-    subprocess.run(["bash", os.path.join(here, "make_certs.sh"), certs], check=True,
-                   capture_output=True)
-    tls = {"cert": f"{certs}/party.pem", "key": f"{certs}/party.key", "ca": f"{certs}/ca.pem"}
-    cfg, params, _ = common.build_model("tiny", 0, attention="softmax_puma",
-                                        activation="gelu_puma")
-    rng = np.random.default_rng(0)
+    tls = common.make_certs(tempfile.mkdtemp(prefix="secfwt-certs-"))
     b, s = args.batch, args.seq_len
-    embeds = (0.5 * rng.standard_normal((b, s, cfg.hidden_size))).astype(np.float32)
-    mask = np.ones((b, s), np.int32)
-    onehot = np.zeros((b, s), np.float32)
-    onehot[:, 1] = 1
-    prompt = common.random_prompts(rng, 1, 2, cfg.hidden_size)
-    f = verbalizer_fn(cfg, [5, 6])
+    f, params, (embeds, mask, onehot, prompt) = common.tiny_forward(b, s)
     backends = {name: make_backend(args.protocol, mode="mp", timeout_s=120, tls=t)
                 for name, t in (("tcp", None), ("tls", tls))}
     fns = {}

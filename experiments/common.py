@@ -392,6 +392,36 @@ def random_prompts(rng, prompts: int, prompt_len: int, hidden: int, scale: float
     return (scale * rng.standard_normal((prompts, prompt_len, hidden))).astype(np.float32)
 
 
+def make_certs(out_dir: str) -> dict:
+    """{"cert", "key", "ca"}: one test certificate set made by experiments/make_certs.sh in
+    out_dir (for the TLS and party-server benchmarks; never for a deployment)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run(["bash", os.path.join(here, "make_certs.sh"), out_dir], check=True,
+                   capture_output=True)
+    return {"cert": f"{out_dir}/party.pem", "key": f"{out_dir}/party.key",
+            "ca": f"{out_dir}/ca.pem"}
+
+
+def tiny_forward(batch: int, seq_len: int):
+    """(verbalizer function, params, (embeds, mask, onehot, prompt)): the link benchmarks'
+    call, the tiny model's (softmax_puma, gelu_puma) 2 label-word logits for random
+    embeddings (seed 0), <mask> at position 1, one 2-token prompt."""
+    import numpy as np
+
+    from secfwt_jax.model import verbalizer_fn
+
+    cfg, params, _ = build_model("tiny", 0, attention="softmax_puma", activation="gelu_puma")
+    rng = np.random.default_rng(0)
+    embeds = (0.5 * rng.standard_normal((batch, seq_len, cfg.hidden_size))).astype(np.float32)
+    mask = np.ones((batch, seq_len), np.int32)
+    onehot = np.zeros((batch, seq_len), np.float32)
+    onehot[:, 1] = 1
+    prompt = random_prompts(rng, 1, 2, cfg.hidden_size)
+    return verbalizer_fn(cfg, [5, 6]), params, (embeds, mask, onehot, prompt)
+
+
 def random_qkv(seq_len: int, heads: int = 12, head_dim: int = 64, seed: int = 0,
                init_std: float = 0.02):
     """q, k, v (1, heads, seq, head_dim) float32 of one attention layer, and mask (1, seq).

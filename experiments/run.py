@@ -20,12 +20,14 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 import shlex
 import sys
 import traceback
+import types
 import warnings
 
 import hydra
@@ -34,9 +36,15 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from secfwt_jax import ModelConfig, init_params, load_pretrained  # noqa: E402
 from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E402
-from secfwt_jax.principals import DataOwner, ModelOwner  # noqa: E402
+from secfwt_jax.principals import (  # noqa: E402
+    DataOwner,
+    ModelOwner,
+    load_config,
+    load_model,
+    owner_params,
+    publish_for_run,
+)
 from secfwt_jax.similarity import SIMILARITY_PROMPT_MODES  # noqa: E402
 from secfwt_jax.tasks import planted as planted_task  # noqa: E402
 from secfwt_jax.tuning.loop import INT_MINIMA, TuningConfig, tuning_projection  # noqa: E402
@@ -54,10 +62,29 @@ NOT_IN_FINGERPRINT = ("data_dir", "tokenizer", "checkpoint_every", "resume", "pr
                       "network")
 
 
-def model_from_config(cfg: DictConfig, tokenizer=None):
+def model_from_config(cfg: DictConfig, tokenizer=None, backend=None):
     """(ModelConfig, params) for the model group, the method's layer variants and, with a
     real tokenizer, its vocabulary size, special-token ids and (for presets) its maximum
-    length."""
+    length. With `backend` (mode=mp) the model owner is its own process: (ModelConfig,
+    (Handle, ModelDisclosure)), and this process never holds the weights."""
+    spec = model_spec(cfg, tokenizer)
+    if backend is None:
+        return load_model(spec)
+    return owner_model(spec, backend)
+
+
+def owner_model(spec: dict, backend, planted: dict | None = None):
+    """mode=mp: the model owner's process loads spec's weights, shares them into the
+    parties and publishes its ModelDisclosure (principals.publish_for_run); returns
+    (ModelConfig, (Handle, ModelDisclosure))."""
+    handle, disclosure = backend.put_from_owner_process(
+        owner_params, (spec,), disclose=functools.partial(publish_for_run, spec, planted))
+    return disclosure.config or load_config(spec), (handle, disclosure)
+
+
+def model_spec(cfg: DictConfig, tokenizer=None) -> dict:
+    """What the model owner loads (principals.load_model): checkpoint path or preset name,
+    the ModelConfig overrides and the init seed."""
     overrides = {k: cfg.method[k] for k in (
         "attention", "activation", "num_features", "feature_kind", "normalize_qk", "rfa_trig")}
     if tokenizer is not None:
@@ -69,18 +96,18 @@ def model_from_config(cfg: DictConfig, tokenizer=None):
         )
         if not cfg.model.path and not cfg.model.max_position_embeddings:
             overrides["max_position_embeddings"] = tokenizer_positions(tokenizer)
+    spec = dict(path=cfg.model.path or None, name=cfg.model.name, overrides=overrides,
+                init_seed=int(cfg.model.init_seed))
     if cfg.model.path:
         if cfg.model.layers:
             raise ValueError("model.layers applies to presets only, not to a checkpoint")
-        model, params = load_pretrained(cfg.model.path, **overrides)
-        return model.config, params
+        return spec
     if cfg.model.layers:
         overrides["num_hidden_layers"] = int(cfg.model.layers)
     if cfg.model.max_position_embeddings:
         overrides["max_position_embeddings"] = int(cfg.model.max_position_embeddings)
     overrides["initializer_range"] = float(cfg.model.initializer_range)
-    config = ModelConfig.from_name(cfg.model.name, **overrides)
-    return config, init_params(config, seed=int(cfg.model.init_seed))
+    return spec
 
 
 def tokenizer_positions(tokenizer) -> int:
@@ -304,20 +331,28 @@ def load_examples(cfg: DictConfig, task, tokenizer, placeholders: int, limit: in
     return {"train": train, "dev": dev, "test": load_bbt_test(task, cfg.data_dir)}
 
 
-def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
+def load_task_data(cfg: DictConfig, tcfg: TuningConfig, backend=None):
     """(model config, params, label word ids, train, dev, test batches, metric_fn, main,
     data_info) with data_info the data source, the rows left out as too long and, for
-    head=similarity, the label descriptions' Batch under "descriptions" (else None)."""
+    head=similarity, the label descriptions' Batch under "descriptions" (else None).
+    backend (mode=mp): the model owner runs as its own process and `params` is
+    (Handle, ModelDisclosure) (model_from_config); the planted task, made with the weights,
+    is then the model owner's disclosure."""
     if cfg.task.name == planted_task.NAME:
+        t = cfg.task
+        kwargs = dict(prompt_len=tcfg.prompt_len, num_labels=t.num_labels, n_train=t.n_train,
+                      n_dev=t.n_dev, n_test=t.n_test, seq_len=t.seq_len,
+                      teacher_scale=t.teacher_scale, prompt_mode=tcfg.prompt_mode, seed=cfg.seed)
+        if backend is not None:
+            config, params = owner_model(model_spec(cfg), backend,
+                                         dict(tcfg=tcfg, kwargs=kwargs))
+            p = types.SimpleNamespace(**params[1].planted)
+            return (config, params, p.label_word_ids, p.train, p.dev, p.test, None, "accuracy",
+                    dict(data="planted", descriptions=None))
         config, params = model_from_config(cfg)
         A = np.asarray(tuning_projection(tcfg, config, params))
-        t = cfg.task
         try:
-            p = planted_task.make_planted(
-                config, params, A, prompt_len=tcfg.prompt_len, num_labels=t.num_labels,
-                n_train=t.n_train, n_dev=t.n_dev, n_test=t.n_test, seq_len=t.seq_len,
-                teacher_scale=t.teacher_scale, prompt_mode=tcfg.prompt_mode, seed=cfg.seed,
-            )
+            p = planted_task.make_planted(config, params, A, **kwargs)
         except ValueError as e:
             if config.attention != "rfa" or not config.normalize_qk:
                 raise
@@ -338,7 +373,7 @@ def load_task_data(cfg: DictConfig, tcfg: TuningConfig):
 
     task = get_task(cfg.task.name)
     tokenizer = load_tokenizer(checkpoint_tokenizer(cfg))
-    config, params = model_from_config(cfg, tokenizer)
+    config, params = model_from_config(cfg, tokenizer, backend)
     # "add" modes: BBT's placeholder tokens in the row; "cat_pre_ln": the prompt takes positions
     similarity = cfg.head == "similarity"
     placeholders = 0 if prompt_extends_sequence(tcfg.prompt_mode) else tcfg.prompt_len
@@ -426,18 +461,27 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
     p = cfg.protocol
     if range_warning(cfg):
         print(f"WARNING: {range_warning(cfg)}", file=sys.stderr, flush=True)
+    cluster = p.get("cluster")  # party servers on other hosts: mode mp (README)
     backend = make_backend(  # first: bad protocol settings fail before any work
-        p.name, mode=p.mode, field=p.field, fraction_bits=p.fraction_bits, timeout_s=p.timeout_s,
-        dealer=p.get("dealer"), tls=OmegaConf.to_container(p.tls) if p.get("tls") else None,
+        p.name, mode="mp" if cluster else p.mode, field=p.field, fraction_bits=p.fraction_bits,
+        timeout_s=p.timeout_s, dealer=p.get("dealer"),
+        tls=OmegaConf.to_container(p.tls) if p.get("tls") else None, cluster=cluster,
     )
+    separate_owner = getattr(backend, "mode", None) == "mp"
     with backend:
         config, params, words, train, dev, test, metric_fn, main, data_info = load_task_data(
-            cfg, tcfg)
+            cfg, tcfg, backend if separate_owner else None)
         # the principals (README "Threat model"): the data owner gets a Handle and the
-        # declared disclosure, never the weight arrays
-        model_owner = ModelOwner(config, params)
+        # declared disclosure, never the weight arrays; in mode=mp the model owner is its own
+        # process and this one never holds them (owner_model)
+        if separate_owner:
+            weights, disclosure = params
+        else:
+            model_owner = ModelOwner(config, params)
+            weights, disclosure = model_owner.share_into(backend), model_owner.disclosure()
+        del params
         tuner = DataOwner(
-            tcfg, backend, config, model_owner.share_into(backend), model_owner.disclosure(),
+            tcfg, backend, config, weights, disclosure,
             words, metric_fn=metric_fn, main_metric=main, run_dir=run_dir,
             progress=bool(cfg.progress), descriptions=data_info.pop("descriptions"),
         ).tuner
@@ -470,7 +514,9 @@ def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict,
     networks = {name: estimate_time(total, name).to_dict() for name in ("lan", "wan100", "wan200")}
     summary = dict(
         task=cfg.task.name, protocol=p.name, field=p.field, mode=p.mode, model=cfg.model.name,
-        **({"dealer": p.dealer} if p.get("dealer") else {}), tls_links=bool(p.get("tls")),
+        **({"dealer": p.dealer} if p.get("dealer") else {}),
+        tls_links=bool(p.get("tls")) or cluster_tls(p),
+        **({"cluster": p.cluster, "model_owner": "own process"} if p.get("cluster") else {}),
         method=cfg.method.name, head=tcfg.head, attention=config.attention,
         activation=config.activation,
         rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
@@ -489,6 +535,13 @@ def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict,
         network_estimates=networks,
     )
     return summary
+
+
+def cluster_tls(p: DictConfig) -> bool:
+    """Whether protocol.cluster's file secures the links with TLS."""
+    from secfwt_jax.party_cluster import load_cluster
+
+    return bool(p.get("cluster")) and load_cluster(p.cluster).tls
 
 
 def launch(cfg: DictConfig, run_dir: str, choices: dict | None = None) -> dict:

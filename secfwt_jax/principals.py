@@ -31,9 +31,17 @@ from .tuning.projection import embedding_std
 class ModelDisclosure:
     """Everything the model owner publishes about its weights besides their shapes (which the
     ModelConfig states). embedding_std: population std of all word-embedding entries (BBT's
-    std_hat; the data owner's projection A has std embedding_std / (sqrt(d) sigma0))."""
+    std_hat; the data owner's projection A has std embedding_std / (sqrt(d) sigma0)).
+
+    With the model owner as its own process (run.py, mode=mp) also: config, the ModelConfig of
+    a checkpoint (its architecture and shapes; None for a preset, which the data owner names
+    itself), and planted, the planted task's splits (a test fixture whose labels the model
+    owner makes with its weights: {"train", "dev", "test": Batch, "label_word_ids"}; None for
+    a real task, whose data are the data owner's)."""
 
     embedding_std: float
+    config: object | None = None
+    planted: dict | None = None
 
 
 class ModelOwner:
@@ -95,3 +103,71 @@ class DataOwner:
     def run(self, train, dev=None, test=None, **kw):
         """Tuner.run: tune on train, select on dev, report on test; returns the summary."""
         return self.tuner.run(train, dev, test, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model owner's side of a run (experiments/run.py in mode=mp): module-level, so that the
+# model-owner process (started with 'spawn') can run them.
+
+
+def load_model(spec: dict):
+    """(ModelConfig, params) for spec {"path": checkpoint dir or None, "name": preset,
+    "overrides": ModelConfig fields, "init_seed": int} (run.py's model_spec)."""
+    from .config import ModelConfig
+    from .loading import load_pretrained
+    from .model import init_params
+
+    if spec["path"]:
+        model, params = load_pretrained(spec["path"], **spec["overrides"])
+        return model.config, params
+    config = ModelConfig.from_name(spec["name"], **spec["overrides"])
+    return config, init_params(config, seed=int(spec["init_seed"]))
+
+
+def owner_params(spec: dict):
+    """The model-owner process's loader: the params of load_model(spec)."""
+    return load_model(spec)[1]
+
+
+def publish_for_run(spec: dict, planted: dict | None, params) -> ModelDisclosure:
+    """The model owner's declared disclosure for a run of `spec`: the embedding std; a
+    checkpoint's ModelConfig; with planted {"tcfg": TuningConfig, "kwargs": make_planted's
+    keywords} the planted task made with the weights (ModelDisclosure says why)."""
+    config = None
+    if spec["path"]:
+        config = checkpoint_config(spec, params)
+    out = {}
+    if planted is not None:
+        from .tasks.planted import make_planted
+        from .tuning.loop import tuning_projection
+
+        cfg = config or load_config(spec)
+        A = tuning_projection(planted["tcfg"], cfg, params)
+        p = make_planted(cfg, params, A, **planted["kwargs"])
+        out = dict(train=p.train, dev=p.dev, test=p.test, label_word_ids=p.label_word_ids)
+    return ModelDisclosure(embedding_std(params["word_embeddings"]), config, out or None)
+
+
+def load_config(spec: dict):
+    """The ModelConfig of a preset spec (no weights needed: the data owner can make it)."""
+    from .config import ModelConfig
+
+    if spec["path"]:
+        raise ValueError("a checkpoint's ModelConfig is the model owner's (ModelDisclosure)")
+    return ModelConfig.from_name(spec["name"], **spec["overrides"])
+
+
+def checkpoint_config(spec: dict, params):
+    """A checkpoint's ModelConfig as load_pretrained makes it (its config.json with the
+    overrides; the MLM head as present in params)."""
+    import json
+    import os
+
+    from .config import ModelConfig
+    from .loading import resolve_checkpoint_dir
+
+    with open(os.path.join(resolve_checkpoint_dir(spec["path"]), "config.json")) as f:
+        config = ModelConfig.from_hf_dict(json.load(f), **spec["overrides"])
+    if "mlm_head" not in spec["overrides"]:
+        config = config.replace(mlm_head="head_bias" in params)
+    return config

@@ -102,3 +102,79 @@ def test_a_failing_model_owner_is_a_clear_error_and_ends_the_parties():
         share_from_own_process(be, _failing_loader)
     assert all(not p.is_alive() for p in procs)
     be.close()
+
+
+def _arrays_anywhere(obj, found, seen=None):
+    """Every numpy array in obj, through containers, dataclasses and namespaces."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return found
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        found.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _arrays_anywhere(v, found, seen)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            _arrays_anywhere(v, found, seen)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _arrays_anywhere(getattr(obj, f.name), found, seen)
+    return found
+
+
+@pytest.mark.slow
+def test_run_py_in_mp_mode_loads_the_weights_only_in_the_model_owner_process(
+        tmp_path, monkeypatch):
+    """experiments/run.py, protocol.mode=mp: the data owner's process (this one) never loads
+    the weights (every loader raises here; the model-owner process is a fresh interpreter),
+    receives no weight array, and sends the parties shares of its own inputs only."""
+    import importlib.util
+    import pathlib
+
+    import jax
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from secfwt_jax import loading, model, principals
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("run_mp", root / "experiments" / "run.py")
+    run_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_py)
+    overrides = ["progress=false", "protocol=aby3", "protocol.mode=mp", "budget=6",
+                 "eval_every=0"]
+    with initialize_config_dir(config_dir=str(root / "experiments" / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    choices = {g: cfg.hydra.runtime.choices[g] for g in run_py.GROUPS}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    # the test's reference only; constant tensors (zero biases, unit LayerNorm scales) say
+    # nothing about a model and equal any all-zero flag array of their shape
+    weights = [w for w in map(np.asarray, jax.tree_util.tree_leaves(
+        principals.load_model(run_py.model_spec(cfg))[1])) if np.ptp(w) > 0]
+
+    def refuse(*a, **k):
+        raise AssertionError("the data owner's process loaded weights")
+
+    # (owner_params, the owner process's loader, stays: it is pickled by name, and here it
+    # would call the refusing load_model)
+    for mod, name in ((principals, "load_model"), (model, "init_params"),
+                      (loading, "load_pretrained"), (run_py, "load_model")):
+        monkeypatch.setattr(mod, name, refuse)
+    received, sent = [], []
+    conn_type = multiprocessing.connection.Connection
+    recv, send = conn_type.recv, conn_type.send
+    monkeypatch.setattr(conn_type, "recv", lambda self: received.append(recv(self)) or received[-1])
+    monkeypatch.setattr(conn_type, "send", lambda self, m: sent.append(m) or send(self, m))
+    summary = run_py.launch(cfg, str(tmp_path / "run"), choices)
+    assert summary["generations"] == 1 and summary["mode"] == "mp"
+    arrays = _arrays_anywhere(received, [])
+    assert arrays  # the planted task's splits (the model owner's declared disclosure)
+    assert not [a for a in arrays for w in weights if a.shape == w.shape and np.array_equal(a, w)]
+    # the data owner's own sets: its examples and prompts (v*), never the owner's m*_ variables
+    names = [item[0] for m in sent if isinstance(m, tuple) and m[0] == "set" for item in m[1]]
+    assert names and all(n.startswith("v") for n in names)

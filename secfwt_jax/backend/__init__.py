@@ -53,7 +53,7 @@ def make_backend(
     protocol: str = "plaintext", mode: str = "sim", field: str = "FM64",
     fraction_bits: int | None = 18, timeout_s: float = 60.0, addresses: list[str] | None = None,
     runtime_options: dict | None = None, compiler_options: dict | None = None,
-    dealer: str | None = None, tls: dict | None = None,
+    dealer: str | None = None, tls: dict | None = None, cluster=None,
 ):
     """A backend by name.
 
@@ -67,7 +67,9 @@ def make_backend(
     dealer: SEMI2K's Beaver-triple source, required for semi2k and None for every other
     protocol (check_dealer; only "trusted_first_party", insecure against party 0, exists in this
     SPU build). tls: mp mode only, {"cert", "key", "ca"} PEM paths (experiments/make_certs.sh):
-    the parties' brpc links use TLS and verify each other against the CA. Unknown names raise
+    the parties' brpc links use TLS and verify each other against the CA. cluster: mp mode
+    only, a cluster file (path or party_cluster.Cluster): the parties are the party servers it
+    lists (python -m secfwt_jax.party), with its TLS settings. Unknown names raise
     ValueError listing the accepted ones.
     """
     _check("protocol", protocol, PROTOCOLS)
@@ -76,6 +78,8 @@ def make_backend(
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     check_dealer(protocol, dealer)  # before any work, without spu
+    if cluster is not None:
+        cluster = _check_cluster(protocol, mode, cluster, addresses, tls)
     if fraction_bits is None:
         fraction_bits = DEFAULT_FRACTION_BITS[field]
     if protocol == "plaintext":
@@ -91,8 +95,22 @@ def make_backend(
     return SpuBackend(
         protocol, mode=mode, field=field, fraction_bits=fraction_bits, timeout_s=timeout_s,
         addresses=addresses, runtime_options=runtime_options, compiler_options=compiler_options,
-        dealer=dealer, tls=tls,
+        dealer=dealer, tls=tls, cluster=cluster,
     )
+
+
+def _check_cluster(protocol: str, mode: str, cluster, addresses, tls):
+    """The loaded cluster file, checked against the protocol before any work (no spu)."""
+    from ..party_cluster import Cluster, load_cluster
+
+    if mode != "mp" or addresses is not None or tls is not None:
+        raise ValueError("cluster needs mode='mp' and takes the addresses and tls from the "
+                         f"cluster file (got mode={mode!r}, addresses={addresses!r}, tls={tls!r})")
+    cluster = cluster if isinstance(cluster, Cluster) else load_cluster(str(cluster))
+    if len(cluster.parties) != PROTOCOL_PARTIES[protocol]:
+        raise ValueError(f"cluster {cluster.path} lists {len(cluster.parties)} parties; "
+                         f"{protocol} needs {PROTOCOL_PARTIES[protocol]}")
+    return cluster
 
 
 __all__ = [

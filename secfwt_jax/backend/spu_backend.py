@@ -93,7 +93,7 @@ class SpuBackend:
         self, protocol: str, mode: str = "sim", field: str = "FM64", fraction_bits: int = 18,
         timeout_s: float = 60.0, addresses: list[str] | None = None,
         runtime_options: dict | None = None, compiler_options: dict | None = None,
-        dealer: str | None = None, tls: dict | None = None,
+        dealer: str | None = None, tls: dict | None = None, cluster=None,
     ):
         self.name = protocol
         self.mode = mode
@@ -121,6 +121,10 @@ class SpuBackend:
                 raise ValueError("addresses and tls are for mode='mp'; sim mode uses in-memory "
                                  "links")
             self.parties = SimParties(self.n_parties, self.config, self.timeout_s)
+        elif cluster is not None:  # party servers on other hosts (spu_remote.py)
+            from .spu_remote import RemoteParties
+
+            self.parties = RemoteParties(self.n_parties, self.config, self.timeout_s, cluster)
         else:
             self.parties = ProcParties(self.n_parties, self.config, self.timeout_s, addresses,
                                        check_tls(tls))

@@ -25,6 +25,9 @@ from .spu_party import PartyRuntime, party_config, party_main, share_from_parts,
 
 START_TIMEOUT_S = 60.0  # mp: starting the processes and connecting the mesh, at least
 LINK_TIMEOUT_S = 3600.0  # mp: the brpc links' receive timeout, at least
+# mp: the model-owner process loads a checkpoint (GBs) and, on the planted task, makes the task
+# with forward passes; its death is noticed at once, this bounds only a hung owner
+OWNER_TIMEOUT_S = 900.0
 
 
 class PartyError(BackendError):
@@ -175,18 +178,42 @@ def _exit_cause(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def wait_for_owner(owner_proc, owner_conn, what: str, timeout_s: float, fail):
+    """The model-owner process's reply payload (spu_owner.model_owner_main); fail(message)
+    (which raises) when it dies, raises or is not done within timeout_s."""
+    deadline = time.time() + timeout_s
+    while not owner_conn.poll(0.2):
+        if not owner_proc.is_alive() and not owner_conn.poll(0.1):
+            fail(f"the model owner (pid {owner_proc.pid}) died during {what}: "
+                 f"{_exit_cause(owner_proc.exitcode)}")
+        if time.time() > deadline:
+            owner_proc.kill()
+            fail(f"the model owner did not finish {what} within {timeout_s:.0f} s")
+    status, payload = owner_conn.recv()
+    owner_proc.join(5.0)
+    if status == "error":
+        fail(f"the model owner raised during {what}:\n{payload}")
+    return payload
+
+
 class ProcParties:
     """n parties as OS processes over brpc links (mp mode); see the module docstring."""
 
     mode = "mp"
 
     def __init__(self, n: int, config, timeout_s: float, addresses: list[str] | None = None,
-                 tls: dict | None = None):
+                 tls: dict | None = None, ranks: list[int] | None = None, cancel=None):
+        """ranks: the parties this object starts (default all n; a party server starts its
+        own one, the others run elsewhere at `addresses`); local index i is party ranks[i].
+        cancel: a threading.Event; once set, a pending wait fails (a session abort)."""
         if addresses is None:
             addresses = [f"127.0.0.1:{_free_port()}" for _ in range(n)]
         if len(addresses) != n:
             raise ValueError(f"{len(addresses)} party addresses given for {n} parties: {addresses}")
-        self.n, self.timeout_s, self.addresses = n, timeout_s, list(addresses)
+        self.ranks = list(range(n)) if ranks is None else list(ranks)
+        self.cancel = cancel
+        self.timeout_s, self.addresses = timeout_s, list(addresses)
+        self.n = len(self.ranks)  # the local parties; messages and replies are indexed by them
         # The heartbeat judges silence (timeout_s). The links' own receive timeout only backs
         # it up (a party that raised or died is handled at once), so it is generous: a peer
         # may compute for minutes between two messages on a large model.
@@ -200,7 +227,7 @@ class ProcParties:
         self.owner_send_ends = []
         self.closed = False
         config_bytes = config.SerializeToString()
-        for r in range(n):
+        for r in self.ranks:
             parent, child = ctx.Pipe()
             owner_recv, owner_send = ctx.Pipe(duplex=False)
             stamp = ctx.Value("d", 0.0, lock=False)  # 0: not started (start_timeout_s applies)
@@ -220,11 +247,15 @@ class ProcParties:
             self.procs.append(proc)
             self.conns.append(parent)
             self.stamps.append(stamp)
-        self.pids = self._collect(range(n), "start", deadline=time.time() + self.start_timeout_s)
+        self.pids = self._collect(range(self.n), "start",
+                                  deadline=time.time() + self.start_timeout_s)
 
     @property
     def party_pids(self) -> list[int]:
         return [p.pid for p in self.procs]
+
+    def _who(self, r: int) -> str:
+        return f"party {self.ranks[r]} (pid {self.procs[r].pid})"
 
     def _fail(self, message: str):
         self.close(force=True)
@@ -264,11 +295,11 @@ class ProcParties:
                     except (EOFError, OSError):
                         self.procs[r].join(0.5)
                         self._fail(
-                            f"party {r} (pid {self.procs[r].pid}) died during {what}: "
+                            f"{self._who(r)} died during {what}: "
                             f"{_exit_cause(self.procs[r].exitcode)}"
                         )
                     if status == "error":
-                        self._fail(f"party {r} raised during {what}:\n{payload}")
+                        self._fail(f"party {self.ranks[r]} raised during {what}:\n{payload}")
                     replies[r] = payload
                     pending.discard(r)
                 else:
@@ -277,20 +308,23 @@ class ProcParties:
                         continue  # its last reply is still in the pipe: read it first
                     self.procs[r].join(0.1)
                     self._fail(
-                        f"party {r} (pid {self.procs[r].pid}) died during {what}: "
+                        f"{self._who(r)} died during {what}: "
                         f"{_exit_cause(self.procs[r].exitcode)}"
                     )
             for r, e in enumerate(send_errors):
                 if e is not None:
                     self.procs[r].join(0.5)
                     self._fail(
-                        f"party {r} (pid {self.procs[r].pid}) is unreachable during {what}: "
+                        f"{self._who(r)} is unreachable during {what}: "
                         f"{_exit_cause(self.procs[r].exitcode)} ({type(e).__name__}: {e})"
                     )
+            if self.cancel is not None and self.cancel.is_set():
+                self._fail(f"{what} aborted (the session was ended)")
             now = time.time()
             if deadline is not None and now > deadline and pending:
                 self._fail(
-                    f"parties {sorted(pending)} did not finish {what} within "
+                    f"parties {[self.ranks[i] for i in sorted(pending)]} did not finish {what} "
+                    f"within "
                     f"{self.start_timeout_s:.0f} s"
                 )
             for r in range(self.n):
@@ -298,7 +332,7 @@ class ProcParties:
                 silent = now - stamp
                 if stamp > 0 and silent > self.timeout_s:
                     self._fail(
-                        f"party {r} (pid {self.procs[r].pid}) stopped answering during {what}: "
+                        f"{self._who(r)} stopped answering during {what}: "
                         f"no heartbeat for {silent:.1f} s (timeout_s={self.timeout_s})"
                     )
         return replies
@@ -338,20 +372,9 @@ class ProcParties:
         for end in self.owner_send_ends:
             end.close()  # the owner process has its copies; this process never writes
         self.owner_send_ends = []
-        send_errors = self._send_all([("adopt", self.start_timeout_s)] * self.n, what)
-        deadline = time.time() + self.start_timeout_s
-        while not owner_conn.poll(0.2):
-            if not owner_proc.is_alive() and not owner_conn.poll(0.1):
-                self._fail(f"the model owner (pid {owner_proc.pid}) died during {what}: "
-                           f"{_exit_cause(owner_proc.exitcode)}")
-            if time.time() > deadline:
-                owner_proc.kill()
-                self._fail(f"the model owner did not finish {what} within "
-                           f"{self.start_timeout_s:.0f} s")
-        status, payload = owner_conn.recv()
-        owner_proc.join(5.0)
-        if status == "error":
-            self._fail(f"the model owner raised during {what}:\n{payload}")
+        timeout_s = max(self.timeout_s, OWNER_TIMEOUT_S)
+        send_errors = self._send_all([("adopt", timeout_s)] * self.n, what)
+        payload = wait_for_owner(owner_proc, owner_conn, what, timeout_s, self._fail)
         self._collect(range(self.n), what, send_errors)
         return payload
 
