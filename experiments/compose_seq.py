@@ -65,7 +65,8 @@ class Config(common.AppConfig):
     seq: int | None = None  # the sequence length to compose (required)
     # of the polynomial in seq_len for bytes, through degree + 1 lengths: 1 or 2 (required)
     degree: int | None = None
-    # of the polynomial for wall time and send actions, through the longest time_degree + 1
+    # of the polynomial for wall time and send actions, through the longest time_degree + 1;
+    # 0: times not composed (NaN: points timed under different loads), send actions as for 1
     time_degree: int = 1
     # soft-prompt tokens the records at `seq` state (prompted methods; null: the longest
     # record's, scaled)
@@ -89,9 +90,11 @@ def run(cfg: DictConfig, command: str) -> None:
     if missing:
         raise ValueError(f"compose_seq needs {missing}: e.g. records=[a.json,b.json] seq=128 "
                          "degree=1 out=DIR")
-    for k in ("degree", "time_degree"):
-        if cfg[k] not in (1, 2):
-            raise ValueError(f"{k} must be 1 or 2, got {cfg[k]}")
+    if cfg.degree not in (1, 2):
+        raise ValueError(f"degree must be 1 or 2, got {cfg.degree}")
+    if cfg.time_degree not in (0, 1, 2):
+        raise ValueError(f"time_degree must be 0 (times not composed), 1 or 2, got "
+                         f"{cfg.time_degree}")
     records = load_records(cfg.records)
     if cfg.methods:
         known = sorted({r["method"] for r in records})

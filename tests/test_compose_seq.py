@@ -3,6 +3,7 @@
 the check; experiments/compose_seq.py is their command line (`cs.main`)."""
 
 import json
+import math
 import os
 import sys
 
@@ -75,7 +76,7 @@ def test_bytes_take_the_degree_and_time_and_rounds_the_line_through_the_two_long
     assert out["by_op_class"]["matmul"]["time_s"] == pytest.approx(line / 2)
     assert max(out["send_actions"]) == pytest.approx(10 * line, abs=2)
     assert out["time_degree"] == 1 and "degree 1 through seq [32, 64]" in out["composition"]
-    with pytest.raises(ValueError, match="time_degree 2 is above degree 1"):
+    with pytest.raises(ValueError, match=r"time_degree 2 is not in 0..degree \(1\)"):
         costs.compose_seq(records[1:], 128, 1, "cmd", time_degree=2)
 
 
@@ -233,3 +234,13 @@ def test_sft_step_at_the_target_from_a_step_and_its_grad_part_at_one_length(tmp_
                                                      abs=4)
     with pytest.raises(ValueError, match=r"differ in \['seq_len'\]"):
         costs.records.update_from_step(step, grad[0])
+
+
+def test_time_degree_zero_leaves_times_uncomposed_and_bytes_fitted():
+    records = [dict(rec("fot_puma", "query", s, coef=(100, 10, 0.5)), source="x")
+               for s in (16, 32, 64)]
+    (out,) = costs.compose_seq(records, 128, 2, "cmd", time_degree=0)
+    assert math.isnan(out["wall_s"]) and math.isnan(out["by_op_class"]["matmul"]["time_s"])
+    assert math.isnan(out["networks"]["lan"]["total_s"])
+    assert out["bytes_total"] == pytest.approx(figures(100, 10, 0.5, 128)["bytes_total"], abs=2)
+    assert "wall time: not composed (NaN)" in out["composition"]

@@ -4,8 +4,8 @@
             seconds via secfwt_jax.backend.network.estimate_time)
 - compose:  compose_layers (1 and 2 layers -> N), extrapolate_entries (slices -> whole update),
             fit_seq / fit_seq_mixed (shorter sequences -> longer), keep_flat_rounds
-- records:  iteration records: load_records, sft_from_parts, whole_update(_record), with_sft,
-            compose_seq, seq_check, composition_check
+- records:  iteration records: load_records, sft_from_parts, whole_update(_record),
+            update_from_step, with_sft, compose_seq, seq_check, composition_check
 - report:   iteration_markdown, composition_markdown, plots, write_iteration
 - paper:    the SecFwT paper's table (PAPER) and ours beside it (paper_rows, paper_markdown)
 
@@ -33,6 +33,7 @@ from .records import (
     load_records,
     seq_check,
     sft_from_parts,
+    update_from_step,
     whole_update,
     whole_update_record,
     with_sft,
@@ -43,5 +44,5 @@ __all__ = [
     "SFT_PARTS", "add", "combine", "compose_layers", "compose_seq", "composition_check",
     "cost_figures", "extrapolate_entries", "figures_of", "fit_seq", "fit_seq_mixed",
     "keep_flat_rounds", "lin", "load_records", "networks", "seq_check", "sft_from_parts",
-    "whole_update", "whole_update_record", "with_sft",
+    "update_from_step", "whole_update", "whole_update_record", "with_sft",
 ]

@@ -18,6 +18,7 @@ kernel and leaf whatever the size) are kept, not extrapolated (`keep_flat_rounds
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -102,12 +103,18 @@ def fit_seq_mixed(points: Sequence[tuple[int, dict]], seq: int, degree: int,
     points (sorted by seq_len); wall time and send actions (total, per party, per op class) by
     the degree-`time_degree` polynomial through the longest time_degree + 1 points, except send
     actions that the two longest points have within FLAT_ROUNDS (`keep_flat_rounds`): those are
-    the longest's."""
-    if time_degree > degree:
-        raise ValueError(f"time_degree {time_degree} is above degree {degree}")
+    the longest's. time_degree 0: the times are not composed but NaN (for points whose times
+    were taken under loads too different to be set on one line); send actions as for 1."""
+    if not 0 <= time_degree <= degree:
+        raise ValueError(f"time_degree {time_degree} is not in 0..degree ({degree})")
     by_bytes = fit_seq(points, seq, degree)
     by_time = keep_flat_rounds(points[-2][1], points[-1][1],
-                               fit_seq(points[-(time_degree + 1):], seq, time_degree))
+                               fit_seq(points[-(max(time_degree, 1) + 1):], seq,
+                                       max(time_degree, 1)))
+    if time_degree == 0:  # times not composed (points timed under different loads): NaN
+        by_time["wall_s"] = math.nan
+        for v in by_time["by_op_class"].values():
+            v["time_s"] = math.nan
     out = dict(by_time, bytes_total=by_bytes["bytes_total"], bytes_sent=by_bytes["bytes_sent"])
     out["by_op_class"] = {k: dict(v, bytes=by_bytes["by_op_class"][k]["bytes"])
                           for k, v in by_time["by_op_class"].items()}

@@ -9,6 +9,8 @@ candidates in one call, what one CMA-ES step costs) is shown too.
 
 from __future__ import annotations
 
+import math
+
 # (LAN seconds, GB) per iteration, RoBERTa-large; the paper's methods and our matching records
 PAPER = {
     "sft": (651.6, 970.7),
@@ -75,7 +77,8 @@ def paper_rows(records: list[dict]) -> list[dict]:
 
 
 def _x(v) -> str:
-    return "-" if v is None else f"{v:.1f}x"
+    """A ratio as "12.3x"; "-" where there is none or it is not determined (NaN times)."""
+    return "-" if v is None or math.isnan(v) else f"{v:.1f}x"
 
 
 def _kind(row: dict) -> str:

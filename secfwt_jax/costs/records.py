@@ -195,8 +195,8 @@ def compose_seq(records: list[dict], seq: int, degree: int, command: str,
     method, unit): the deepest record at each length, compose.fit_seq_mixed); sft_update (no
     sequence) is its whole update (`whole_update`). prompt_len: what the composed records state
     for the methods with a soft prompt (default: the longest point's, scaled to `seq`)."""
-    if time_degree > degree:
-        raise ValueError(f"time_degree {time_degree} is above degree {degree}")
+    if not 0 <= time_degree <= degree:
+        raise ValueError(f"time_degree {time_degree} is not in 0..degree ({degree})")
     best = deepest(whole_update(records))
     groups = {}
     for (protocol, method, unit, s), r in best.items():
@@ -226,9 +226,11 @@ def compose_seq(records: list[dict], seq: int, degree: int, command: str,
             composed_from_layers=top.get("composed_from_layers"),
             composition=f"bytes: polynomial of degree {degree} in seq_len through the records "
             f"at seq {seqs} (prompt_len {[r['prompt_len'] for _, r in pts]}); "
-            f"wall time and send actions: degree {time_degree} through seq "
-            f"{seqs[-(time_degree + 1):]} (send actions within {FLAT_ROUNDS:.0%} at the two "
-            "longest: the longest's); "
+            + (f"wall time and send actions: degree {time_degree} through seq "
+               f"{seqs[-(time_degree + 1):]} " if time_degree else
+               "wall time: not composed (NaN); send actions: degree 1 through seq "
+               f"{seqs[-2:]} ")
+            + f"(send actions within {FLAT_ROUNDS:.0%} at the two longest: the longest's); "
             f"each of those: {top.get('composition', 'measured')}",
             sources=[r["source"] for _, r in pts], command=command,
             layer_command=top["command"])
