@@ -513,7 +513,8 @@ def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict,
     total = sum_costs(costs)
     networks = {name: estimate_time(total, name).to_dict() for name in ("lan", "wan100", "wan200")}
     summary = dict(
-        task=cfg.task.name, protocol=p.name, field=p.field, mode=p.mode, model=cfg.model.name,
+        task=cfg.task.name, protocol=p.name, field=p.field,
+        mode="mp" if p.get("cluster") else p.mode, model=cfg.model.name,
         **({"dealer": p.dealer} if p.get("dealer") else {}),
         tls_links=bool(p.get("tls")) or cluster_tls(p),
         **({"cluster": p.cluster, "model_owner": "own process"} if p.get("cluster") else {}),

@@ -253,3 +253,33 @@ def test_a_data_owner_that_dies_ends_the_servers_sessions(tmp_path):
         if owner.poll() is None:
             owner.kill()
         servers.stop()
+
+
+def test_the_model_owner_sends_its_shares_in_bounded_messages(monkeypatch):
+    """RemoteShareSink splits a party's shares into messages of at most BATCH_BYTES (gRPC
+    refuses messages over 2 GiB; a roberta-base share set is larger)."""
+    from concurrent import futures
+
+    import grpc
+
+    pytest.importorskip("spu")
+    from secfwt_jax.backend import spu_remote
+    from secfwt_jax.party_rpc import handler
+
+    got = []
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers([handler({
+        "Call": lambda req, ctx: got.append(req) or {"ok": True, "result": len(req["payload"])}
+    })])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setattr(spu_remote, "BATCH_BYTES", 1100)
+        items = [(f"m0_{i}", b"m" * 10, [b"x" * 400, b"y" * 100]) for i in range(5)]
+        spu_remote.RemoteShareSink(f"127.0.0.1:{port}", None, "s1", 0, 10).send(items)
+    finally:
+        server.stop(0)
+    assert [len(r["payload"]) for r in got] == [2, 2, 1]  # 510 bytes each, <= 1100 a message
+    assert [tuple(i) for r in got for i in r["payload"]] == [
+        (n, m, list(c)) for n, m, c in items]
+    assert {r["session"] for r in got} == {"s1"} and {r["cmd"] for r in got} == {"set"}

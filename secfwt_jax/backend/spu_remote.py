@@ -42,6 +42,7 @@ from .spu_hosts import (
 from .spu_party import share_from_parts, share_to_parts
 
 ABORT_TIMEOUT_S = 5.0
+BATCH_BYTES = 256 * 2**20  # the model owner's shares per message (SpuBackend batches likewise)
 
 
 def start_session_party(n: int, rank: int, config_bytes: bytes, addresses: list[str],
@@ -72,12 +73,23 @@ class RemoteShareSink:
     timeout_s: float
 
     def send(self, items) -> None:
+        """items: [(name, meta, chunks)], sent in messages of at most BATCH_BYTES (gRPC's
+        message limit is 2 GiB; a roberta-base share set is larger)."""
+        batches, size = [[]], 0
+        for item in items:
+            n = len(item[1]) + sum(len(c) for c in item[2])
+            if batches[-1] and size + n > BATCH_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
+            size += n
         with open_channel(self.address, self.tls) as channel:
-            reply = call(channel, "Call", {"session": self.session, "cmd": "set",
-                                           "payload": items}, self.timeout_s)
-        if not reply["ok"]:
-            raise RuntimeError(f"party {self.rank} at {self.address} refused the model "
-                               f"owner's shares: {reply['error']}")
+            for batch in batches:
+                reply = call(channel, "Call", {"session": self.session, "cmd": "set",
+                                               "payload": batch}, self.timeout_s)
+                if not reply["ok"]:
+                    raise RuntimeError(f"party {self.rank} at {self.address} refused the model "
+                                       f"owner's shares: {reply['error']}")
 
     def close(self) -> None:
         pass
