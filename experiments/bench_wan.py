@@ -3,6 +3,7 @@ limit on every link (experiments/wan_relay.py), against the same call with direc
 
     python experiments/bench_wan.py --model tiny --protocols aby3 cheetah --repeats 3
     python experiments/bench_wan.py --model roberta-base --layers 1 --seq-len 32 --batch 1 ...
+    python experiments/bench_wan.py --kernel batched_matmul_64x16x16x16 --protocols aby3
 
 For each protocol two mp backends hold the same weights: one with direct loopback links (LAN),
 one whose parties reach each other only through the relay. Every repeat runs the call once per
@@ -34,6 +35,7 @@ VIEWS_ENV = "SECFWT_WAN_VIEWS"  # json {own listen address: [address of party 0,
 
 SHAPES = {  # name: (one-way latency s, uplink bits/s or None)
     "relay0": (0.0, None),
+    "1ms": (0.001, None),  # anchor: every round sleeps, as on a WAN (see wan_report.py)
     "10ms_1gbps": (0.010, 1e9),
     "40ms_200mbps": (0.040, 200e6),
     "20ms_500mbps": (0.020, 500e6),
@@ -73,8 +75,9 @@ def relayed_backend(protocol: str, timeout_s: float):
 
 
 def model_and_inputs(args):
-    """(config, params, words, inputs): the SecFwT query (method=secfwt: rfa attention with the
-    masked cos/sin, gelu_puma, normalize_qk) with random weights, via bench_forward's helpers."""
+    """(cfg, config, params, words, inputs): the query of `args.method` (default secfwt: rfa
+    attention with the masked cos/sin, gelu_puma, normalize_qk; fot_puma: the exact forward with
+    PUMA's softmax and GeLU) with random weights, via bench_forward's helpers."""
     from bench_forward import make_inputs, model_for
     from omegaconf import OmegaConf
 
@@ -82,7 +85,7 @@ def model_and_inputs(args):
     model = OmegaConf.load(os.path.join(conf, "model", f"{args.model}.yaml"))
     method = OmegaConf.load(os.path.join(conf, "method", f"{args.method}.yaml"))
     cfg = OmegaConf.create(dict(
-        model=model, layers=args.layers, seed=0, batch=args.batch, prompts=1,
+        model=model, layers=args.layers, seed=0, batch=args.batch, prompts=args.prompts,
         prompt_len=args.prompt_len, seq_len=args.seq_len, num_labels=2,
         num_features=method.get("num_features", 64),
         normalize_qk=method.get("normalize_qk", False),
@@ -94,14 +97,46 @@ def model_and_inputs(args):
     return cfg, config, params, words, inputs
 
 
-def call_setup(be, cfg, config, params, words, inputs):
+def model_setup(args):
+    """(record fields, setup(backend) -> call): one SecFwT query of the model."""
     from bench_forward import functions_for
 
-    secure, extra, _, _ = functions_for(config, words, be, cfg)
-    fn = be.compile(secure)
-    handle = be.put(params, owner="model")
-    fn.precompile(handle, *inputs, *extra)
-    return lambda: fn(handle, *inputs, *extra)
+    cfg, config, params, words, inputs = model_and_inputs(args)
+
+    def setup(be):
+        secure, extra, _, _ = functions_for(config, words, be, cfg)
+        fn = be.compile(secure)
+        handle = be.put(params, owner="model")
+        fn.precompile(handle, *inputs, *extra)
+        return lambda: fn(handle, *inputs, *extra)
+
+    meta = dict(model=args.model, layers=config.num_hidden_layers, hidden=config.hidden_size,
+                seq_len=args.seq_len, prompt_len=args.prompt_len, batch=args.batch,
+                prompts=args.prompts, method=args.method)
+    return meta, setup
+
+
+KERNELS = {  # name: (function, input shapes); probes of what one send action costs
+    "mul_1e5": (lambda x, y: x * y, [(100_000,), (100_000,)]),
+    "matmul_256x64x64": (lambda x, y: x @ y, [(256, 64), (64, 64)]),
+    "batched_matmul_64x16x16x16": (lambda x, y: x @ y, [(64, 16, 16), (64, 16, 16)]),
+}
+
+
+def kernel_setup(name: str):
+    import numpy as np
+
+    f, shapes = KERNELS[name]
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+    def setup(be):
+        fn = be.compile(f)
+        fn.precompile(*xs)
+        return lambda: fn(*xs)
+
+    return dict(model=f"kernel {name}", layers=0, hidden=0, seq_len=0, prompt_len=0,
+                batch=0, method="-"), setup
 
 
 def delta(after: dict, before: dict) -> dict:
@@ -119,19 +154,19 @@ def delta(after: dict, before: dict) -> dict:
     }
 
 
-def run_protocol(protocol: str, args, shapes: list[str], prepared) -> dict:
+def run_protocol(protocol: str, args, shapes: list[str], meta: dict, setup, save) -> dict:
+    """Repeats of the call on every setting; save(record) after each repeat (a run cut short
+    keeps the repeats it finished)."""
     from wan_relay import Shape
 
     from secfwt_jax.backend import make_backend
 
-    cfg, config, params, words, inputs = prepared
     direct = make_backend(protocol, mode="mp", timeout_s=args.timeout_s)
     relayed, relay = relayed_backend(protocol, args.timeout_s)
     runs = {name: [] for name in ["lan", *shapes]}
     cost_rec = None
     try:
-        calls = {"direct": call_setup(direct, cfg, config, params, words, inputs),
-                 "relay": call_setup(relayed, cfg, config, params, words, inputs)}
+        calls = {"direct": setup(direct), "relay": setup(relayed)}
         calls["direct"]()  # warm-up (first-call effects) on both
         calls["relay"]()
         for rep in range(args.repeats):
@@ -155,17 +190,21 @@ def run_protocol(protocol: str, args, shapes: list[str], prepared) -> dict:
                              for k, s in cost.ops.items() if s.send_bytes})
                 extra = f" flights {rel['flights']} depth {rel['depth']}" if rel else ""
                 print(f"{protocol} rep {rep} {name}: wall {cost.wall_s:.2f} s{extra}", flush=True)
+            save(summary(protocol, meta, args, shapes, cost_rec, runs, rep + 1))
     finally:
         direct.close()
         relayed.close()
         relay.close()
+    return summary(protocol, meta, args, shapes, cost_rec, runs, args.repeats)
+
+
+def summary(protocol, meta, args, shapes, cost_rec, runs, repeats) -> dict:
     return dict(
-        protocol=protocol, model=args.model, layers=config.num_hidden_layers,
-        hidden=config.hidden_size, seq_len=args.seq_len, prompt_len=args.prompt_len,
-        batch=args.batch, method=args.method, repeats=args.repeats,
+        protocol=protocol, **meta, repeats=repeats,
         shapes={k: dict(latency_s=SHAPES[k][0], bandwidth_bps=SHAPES[k][1]) for k in shapes},
-        cost=cost_rec, runs=runs,
-        median_wall_s={k: statistics.median(r["wall_s"] for r in v) for k, v in runs.items()},
+        cost=cost_rec, runs={k: v[:repeats] for k, v in runs.items()},
+        median_wall_s={k: statistics.median(r["wall_s"] for r in v[:repeats])
+                       for k, v in runs.items()},
     )
 
 
@@ -177,9 +216,12 @@ def main(argv=None) -> None:
     ap.add_argument("--seq-len", type=int, default=16)
     ap.add_argument("--prompt-len", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=1, help="candidate prompts in one call")
     ap.add_argument("--method", default="secfwt")
+    ap.add_argument("--kernel", default=None, choices=sorted(KERNELS),
+                    help="time this small kernel instead of the model's query")
     ap.add_argument("--protocols", nargs="+", default=["aby3", "cheetah"])
-    ap.add_argument("--shapes", nargs="+", default=["relay0", "10ms_1gbps", "40ms_200mbps"])
+    ap.add_argument("--shapes", nargs="+", default=["1ms", "10ms_1gbps", "40ms_200mbps"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout-s", type=float, default=300.0)
     ap.add_argument("--out", default="results/wan")
@@ -188,19 +230,24 @@ def main(argv=None) -> None:
     if bad:
         raise ValueError(f"unknown shapes {bad}; accepted: {', '.join(SHAPES)}")
     command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
-    prepared = model_and_inputs(args)
+    meta, setup = kernel_setup(args.kernel) if args.kernel else model_setup(args)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "runs.json")
+    old = json.load(open(path)) if os.path.exists(path) else []
     for protocol in args.protocols:
         t = time.perf_counter()
-        rec = run_protocol(protocol, args, args.shapes, prepared)
-        rec.update(command=command, elapsed_s=time.perf_counter() - t,
-                   machine="one shared 2-core machine (7 helpers' jobs running); mp mode, "
-                           "one process per party, relay in the controller process",
-                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-        old = json.load(open(path)) if os.path.exists(path) else []
-        with open(path, "w") as fh:
-            json.dump(old + [rec], fh, indent=1)
+
+        def save(rec, t=t):
+            rec.update(command=command, elapsed_s=time.perf_counter() - t,
+                       machine="one shared 2-core machine (other helpers' jobs running); mp "
+                               "mode, one process per party, relay in the controller process",
+                       date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+            with open(path, "w") as fh:
+                json.dump(old + [rec], fh, indent=1)
+
+        rec = run_protocol(protocol, args, args.shapes, meta, setup, save)
+        save(rec)
+        old.append(rec)
         print(json.dumps(rec["median_wall_s"]), flush=True)
 
 

@@ -37,75 +37,120 @@ def cost_stub(rec: dict, wall_s: float, rounds: int | None = None):
     )
 
 
+VALIDATED = ("10ms_1gbps", "40ms_200mbps")  # the settings predicted; others only calibrate
+
+
 def rows(records: list[dict]) -> list[dict]:
+    """One row per (record, validated setting). Rounds for a setting are the relay's depth
+    counted at the OTHER validated setting of the same run (never at the one predicted)."""
     from secfwt_jax.backend.network import NetworkSetting, estimate_time
 
     out = []
     for rec in records:
-        lan = rec["median_wall_s"]["lan"]
-        shapes = {k: v for k, v in rec["shapes"].items() if v["latency_s"] > 0}
+        med = rec["median_wall_s"]
+        lan = med["lan"]
+        shapes = [k for k in VALIDATED if k in rec["shapes"]]
         depth = {k: statistics.median(r["relay"]["depth"] for r in rec["runs"][k])
-                 for k in shapes}
-        for name, shape in shapes.items():
+                 for k in rec["shapes"] if k != "relay0"}
+        for name in shapes:
+            shape = rec["shapes"][name]
             net = NetworkSetting(name, shape["bandwidth_bps"] or float("inf"),
                                  shape["latency_s"])
-            measured = rec["median_wall_s"][name]
-            model = estimate_time(cost_stub(rec, lan), net)
-            others = [depth[k] for k in shapes if k != name]
-            by_depth = (estimate_time(cost_stub(rec, lan, int(others[0])), net).total_s
-                        if others else None)
-            old = (lan + net.latency_s * max(rec["cost"]["send_actions"])
-                   + model.transfer_s)
-            out.append(dict(
-                model=f"{rec['model']} ({rec['layers']} layer{'s' * (rec['layers'] > 1)}, "
-                      f"hidden {rec['hidden']}, seq {rec['seq_len']}, batch {rec['batch']})",
+            measured = med[name]
+            other = [k for k in shapes if k != name]
+            counted = int(depth[other[0]]) if other else None
+            by_actions = estimate_time(cost_stub(rec, lan), net)
+            by_counted = estimate_time(cost_stub(rec, lan, counted), net) if other else None
+            anchored = None
+            if "1ms" in med and counted is not None:  # compute + host wake-ups from the 1 ms run
+                anchored = (med["1ms"] + counted * (net.latency_s - 0.001)
+                            + by_actions.transfer_s)
+            row = dict(
+                model=f"{rec['model']} ({rec['layers']} layer{'s' * (rec['layers'] != 1)}, "
+                      f"hidden {rec['hidden']}, seq {rec['seq_len']}, batch {rec['batch']})"
+                if rec["layers"] else rec["model"],
                 protocol=rec["protocol"], setting=name, latency_s=shape["latency_s"],
                 bandwidth_bps=shape["bandwidth_bps"], repeats=rec["repeats"],
-                measured_s=measured, lan_s=lan,
-                relay0_s=rec["median_wall_s"].get("relay0"),
-                send_actions_max=max(rec["cost"]["send_actions"]),
-                depth_counted=depth[name], modelled_s=model.total_s,
-                modelled_rounds=model.rounds, modelled_transfer_s=model.transfer_s,
-                error=model.total_s / measured - 1,
-                by_other_depth_s=by_depth,
-                by_other_depth_error=None if by_depth is None else by_depth / measured - 1,
-                old_rule_s=old, old_rule_error=old / measured - 1,
+                measured_s=measured, lan_s=lan, relay0_s=med.get("relay0"),
+                ms1_s=med.get("1ms"), send_actions_max=max(rec["cost"]["send_actions"]),
+                bytes_sent_max=max(rec["cost"]["bytes_sent"]),
+                depth_counted_here=depth[name], rounds_counted_other=counted,
+                transfer_s=by_actions.transfer_s,
+                by_send_actions_s=by_actions.total_s,
+                by_counted_rounds_s=None if by_counted is None else by_counted.total_s,
+                anchored_1ms_s=anchored,
                 command=rec["command"], date=rec.get("date"),
-            ))
+            )
+            row["residual_ms_per_round"] = (
+                None if by_counted is None or not counted
+                else 1e3 * (measured - by_counted.total_s) / counted)
+            for k in ("by_send_actions", "by_counted_rounds", "anchored_1ms"):
+                v = row[f"{k}_s"]
+                row[f"{k}_error"] = None if v is None else v / measured - 1
+            out.append(row)
     return out
 
 
-def markdown(table: list[dict], command: str) -> str:
-    from secfwt_jax.backend.network import ROUNDS_RULE
+def _fmt(v, err) -> str:
+    return "-" if v is None else f"{v:.2f} ({100 * err:+.0f}%)"
 
+
+def markdown(table: list[dict], command: str) -> str:
     lines = [
-        f"Made by `{command}` from runs.json (its records name the bench_wan.py command). "
-        "Wall times are medians over the repeats; LAN and every relay setting were measured "
-        "interleaved in the same run on one shared 2-core machine (other jobs running). "
-        f"Modelled = network.estimate_time: LAN wall + rounds x latency + 8 x max party bytes "
-        f"/ bandwidth, rounds = {ROUNDS_RULE}.", "",
-        "| model | protocol | setting | LAN s | measured s | modelled s | error | rounds "
-        "(model) | depth counted | max send actions | one latency per send (old) s | error |",
+        f"Made by `{command}` from the runs.json files (each record names its bench_wan.py "
+        "command). Times are medians over the repeats; LAN (direct loopback links) and every "
+        "relay setting were measured interleaved in the same run on one shared 2-core machine "
+        "(other jobs running: load average 15-35). Modelled = network.estimate_time = LAN wall "
+        "+ rounds x latency + 8 x max party bytes / bandwidth, with rounds = the relay's depth "
+        "counted at the other setting (`counted`), or = max send actions (`send actions`, what "
+        "a record without counted rounds gets). `anchored at 1 ms`: the same with the LAN wall "
+        "replaced by the 1 ms relay run minus its rounds x 1 ms (it includes the host's wake-up "
+        "delay per round, which loopback LAN runs hide). `unexplained ms per round`: (measured - "
+        "modelled with counted rounds) / rounds.", "",
+        "| model | protocol | setting | LAN s | measured s | modelled, counted rounds s (err) "
+        "| modelled, send actions s (err) | anchored at 1 ms s (err) | rounds counted | "
+        "max send actions | transfer s | unexplained ms per round |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    probes = [r for r in table if r["model"].startswith("kernel")]
     for r in table:
+        if r in probes:
+            continue
         lines.append(
             f"| {r['model']} | {r['protocol']} | {r['setting']} | {r['lan_s']:.2f} | "
-            f"{r['measured_s']:.2f} | {r['modelled_s']:.2f} | {100 * r['error']:+.0f}% | "
-            f"{r['modelled_rounds']:,} | {r['depth_counted']:,.0f} | "
-            f"{r['send_actions_max']:,} | {r['old_rule_s']:.2f} | "
-            f"{100 * r['old_rule_error']:+.0f}% |")
+            f"{r['measured_s']:.2f} | "
+            f"{_fmt(r['by_counted_rounds_s'], r['by_counted_rounds_error'])} | "
+            f"{_fmt(r['by_send_actions_s'], r['by_send_actions_error'])} | "
+            f"{_fmt(r['anchored_1ms_s'], r['anchored_1ms_error'])} | "
+            f"{r['rounds_counted_other'] or 0:,} | {r['send_actions_max']:,} | "
+            f"{r['transfer_s']:.2f} | "
+            + ("-" if r["residual_ms_per_round"] is None else f"{r['residual_ms_per_round']:.1f}")
+            + " |")
+    if probes:
+        lines += [
+            "", "Kernel probes (what a send action is; their latency terms are a fraction of a "
+            "second, below this machine's noise, so their wall times validate nothing):", "",
+            "| kernel | protocol | setting | LAN s | measured s | rounds counted here | "
+            "max send actions |", "|---|---|---|---|---|---|---|"]
+        for r in probes:
+            lines.append(
+                f"| {r['model'].removeprefix('kernel ')} | {r['protocol']} | {r['setting']} | "
+                f"{r['lan_s']:.2f} | {r['measured_s']:.2f} | {r['depth_counted_here']:,.0f} | "
+                f"{r['send_actions_max']:,} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", default="results/wan/runs.json")
+    ap.add_argument("--runs", nargs="+", default=["results/wan/runs.json"])
     ap.add_argument("--out", default="results/wan")
     args = ap.parse_args(argv)
     command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
-    with open(args.runs) as fh:
-        table = rows(json.load(fh))
+    records = []
+    for path in args.runs:
+        with open(path) as fh:
+            records += json.load(fh)
+    table = rows(records)
     with open(os.path.join(args.out, "wan.json"), "w") as fh:
         json.dump(dict(command=command, rows=table), fh, indent=1)
     md = markdown(table, command)

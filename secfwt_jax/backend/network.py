@@ -17,14 +17,13 @@ Why (measurements in results/wan/, discussion in docs/backend.md "Network model"
 - transfer: every party has its own uplink of the given bandwidth and the parties send in
   parallel, so the party that sends the most bytes bounds the transfer time. The relay
   enforces exactly this (one token bucket per sending party).
-- rounds: SPU runs its kernels one after another and each kernel's exchange waits for its
-  messages, so send actions are not an over-count of rounds: SPU's batched matmul is a loop of
-  one matmul per batch element, each with its own exchange, and each costs a latency on the
-  relay. Measured with the relay, max_p send actions is 0.8-1.0x the counted rounds (a few
-  ABY3 kernels chain two hops per send); the counted rounds reproduce the measured wall times
-  within the errors in docs/backend.md.
+- rounds: send actions are not an over-count of rounds. SPU does not split a large message
+  into more send actions (brpc splits it below the counter), and its batched matmul is a loop
+  of one matmul per batch element whose exchanges each cost a latency on the relay. Under ABY3
+  max_p send actions measured 0.80-0.93x the counted rounds; under Cheetah the ratio depends on
+  the kernel (0.7x to 3.9x), so send actions are only a rough figure there.
 - latency is charged in full per round: compute does not overlap the wait (measured: the wall
-  time grows by rounds x latency, not less).
+  time grows by counted rounds x latency, not less).
 
 Settings follow the SecFwT paper (arXiv 2506.15307): LAN 3 Gbps / 0.8 ms; WAN 100 Mbps / 80 ms
 and 200 Mbps / 40 ms. Latency is the one-way delay charged per round.
@@ -62,7 +61,7 @@ NETWORKS: dict[str, NetworkSetting] = {
 
 ROUNDS_RULE = (
     "rounds counted on a relayed run (cost.rounds) where present, else max over parties of send "
-    "actions (measured: 0.8-1.0x the counted rounds)"
+    "actions (ABY3: measured 0.80-0.93x the counted rounds; Cheetah: kernel-dependent)"
 )
 TRANSFER_RULE = "8 * max over parties of bytes sent / bandwidth (parties send in parallel)"
 
