@@ -20,8 +20,8 @@ Why (measurements in results/wan/, discussion in docs/backend.md "Network model"
 - rounds: send actions are not an over-count of rounds. SPU does not split a large message
   into more send actions (brpc splits it below the counter), and its batched matmul is a loop
   of one matmul per batch element whose exchanges each cost a latency on the relay. Under ABY3
-  max_p send actions measured 0.80-0.93x the counted rounds; under Cheetah the ratio depends on
-  the kernel (0.7x to 3.9x), so send actions are only a rough figure there.
+  max_p send actions measured 0.82-0.94x the counted rounds; under Cheetah the ratio depends on
+  the kernel (0.67x to 3.7x), so send actions are only a rough figure there.
 - latency is charged in full per round: compute does not overlap the wait (measured: the wall
   time grows by counted rounds x latency, not less).
 
@@ -61,7 +61,7 @@ NETWORKS: dict[str, NetworkSetting] = {
 
 ROUNDS_RULE = (
     "rounds counted on a relayed run (cost.rounds) where present, else max over parties of send "
-    "actions (ABY3: measured 0.80-0.93x the counted rounds; Cheetah: kernel-dependent)"
+    "actions (ABY3: measured 0.82-0.94x the counted rounds; Cheetah: kernel-dependent)"
 )
 TRANSFER_RULE = "8 * max over parties of bytes sent / bandwidth (parties send in parallel)"
 
