@@ -8,8 +8,10 @@ limit on every link (experiments/wan_relay.py), against the same call with direc
 For each protocol two mp backends hold the same weights: one with direct loopback links (LAN),
 one whose parties reach each other only through the relay. Every repeat runs the call once per
 setting in turn (direct, then the relay at each shape), so the machine's load hits all settings
-alike; medians over repeats are reported. Appends one record per (model, protocol) to
-OUT/runs.json (see `record`); experiments/wan_report.py turns runs.json into the table.
+alike; medians over repeats are reported. Adds one record per (model, protocol) to
+OUT/runs.json, rewritten after every repeat (`summary`: per-call wall times, the relay's counts,
+SPU's bytes and send actions); experiments/wan_report.py turns runs.json files into tables.
+Party count: 3 for aby3, else 2 (semi2k, cheetah).
 
 How the relay gets between the parties: yacl's brpc link listens on the address a party's own
 Desc gives for itself and connects to the addresses it gives for the others, and the Desc
