@@ -111,8 +111,10 @@ class Relay:
         async def stop():
             for s in self.servers:
                 s.close()
-            for t in list(self.tasks):
+            tasks = list(self.tasks)
+            for t in tasks:
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # let them finish cancelling
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -136,10 +138,11 @@ class Relay:
         ready.set()
         self.loop.run_forever()
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def _accept(self, reader, writer, target: int, src: int, dst: int) -> None:
         try:
@@ -161,8 +164,7 @@ class Relay:
         wake = asyncio.Event()
         room = asyncio.Event()
         room.set()
-        deliver = self.loop.create_task(self._deliver(queue, state, wake, room, writer,
-                                                      receiver, data))
+        deliver = self._spawn(self._deliver(queue, state, wake, room, writer, receiver, data))
         try:
             while True:
                 await room.wait()
