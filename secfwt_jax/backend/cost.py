@@ -124,6 +124,8 @@ class CallCost:
     party_order: str = PARTY_ORDER_EXACT
     notes: list[str] = dataclasses.field(default_factory=list)
     dealer: str | None = None  # SEMI2K's Beaver-triple source (common.DEALERS); else None
+    rounds: int | None = None  # sequential rounds counted on a relayed run (network.py); None:
+    #                            not counted, estimate_time derives them from send_actions
 
     MEASURED = (
         "wall_s", "exec_s", "bytes_sent", "bytes_recv", "bytes_total", "send_actions",
@@ -142,7 +144,7 @@ class CallCost:
 
     def modelled(self, networks: Iterable[Any] | None = None) -> dict:
         """Rounds estimate and estimated times on `networks` (default: all of NETWORKS)."""
-        from .network import NETWORKS, ROUNDS_RULE, TRANSFER_RULE, estimate_time
+        from .network import NETWORKS, ROUNDS_RULE, TRANSFER_RULE, estimate_time, rounds_of
 
         nets = list(NETWORKS) if networks is None else list(networks)
         est = {}
@@ -150,7 +152,7 @@ class CallCost:
             e = estimate_time(self, n)
             est[e.network] = e.to_dict()
         return {
-            "rounds": max(self.send_actions, default=0), "rounds_rule": ROUNDS_RULE,
+            "rounds": rounds_of(self), "rounds_rule": ROUNDS_RULE,
             "transfer_rule": TRANSFER_RULE, "networks": est,
         }
 
@@ -172,6 +174,8 @@ class CallCost:
         }
         if self.dealer is not None:
             setting["dealer"] = self.dealer
+        if self.rounds is not None:
+            measured["rounds"] = self.rounds
         return {"setting": setting, "measured": measured, "modelled": self.modelled()}
 
 
@@ -224,6 +228,7 @@ def sum_costs(costs: Sequence[CallCost]) -> CallCost:
         party_order=orders.pop() if len(orders) == 1 else "mixed",
         notes=[f"sum of {len(costs)} calls"] + sorted({x for c in costs for x in c.notes}),
         dealer=first.dealer,
+        rounds=None if any(c.rounds is None for c in costs) else sum(c.rounds for c in costs),
     )
 
 

@@ -1,20 +1,29 @@
 """Network model: estimated time of a secure call on a given network.
 
-    total_s = compute_s + transfer_s + latency_s
+    total_s    = compute_s + transfer_s + latency_s
     compute_s  = measured wall time of the call (parties on one machine, in-memory or loopback
                  links: a network with ~zero latency and ~infinite bandwidth)
     transfer_s = 8 * max_p bytes_sent[p] / bandwidth_bps       (modelled)
     latency_s  = rounds * latency_s                            (modelled)
-    rounds     = max_p send_actions[p]                         (modelled)
+    rounds     = cost.rounds when counted, else max_p send_actions[p]
 
-Why these choices (see docs/backend.md for the discussion):
-- transfer: every party has its own full-duplex link of the given bandwidth and the parties send
-  in parallel, so the party that sends the most bytes bounds the transfer time.
-- rounds: SPU does not report communication rounds. A send action is one message a party hands
-  to its link; every round of an interactive protocol costs each active party at least one send,
-  so the number of sends of the busiest sender bounds the number of sequential rounds from
-  above. It over-counts when a party sends to two peers in the same round or when the link
-  splits one large message into several sends, so the latency term is an upper bound.
+A round is one sequentially dependent exchange: a hop whose message the receiver waits for
+before it can send the next. `cost.rounds`, where present, is counted on a run whose links
+pass experiments/wan_relay.py with latency added: the relay's Lamport depth, the longest chain
+of hops in which each was sent after the one before it was delivered. Records without it (every
+record made by the backend itself) use the busiest party's send actions.
+
+Why (measurements in results/wan/, discussion in docs/backend.md "Network model"):
+- transfer: every party has its own uplink of the given bandwidth and the parties send in
+  parallel, so the party that sends the most bytes bounds the transfer time. The relay
+  enforces exactly this (one token bucket per sending party).
+- rounds: send actions are not an over-count of rounds. SPU does not split a large message
+  into more send actions (brpc splits it below the counter), and its batched matmul is a loop
+  of one matmul per batch element whose exchanges each cost a latency on the relay. Under ABY3
+  max_p send actions measured 0.82-0.94x the counted rounds; under Cheetah the ratio depends on
+  the kernel (0.67x to 3.7x), so send actions are only a rough figure there.
+- latency is charged in full per round: compute does not overlap the wait (measured: the wall
+  time grows by counted rounds x latency, not less).
 
 Settings follow the SecFwT paper (arXiv 2506.15307): LAN 3 Gbps / 0.8 ms; WAN 100 Mbps / 80 ms
 and 200 Mbps / 40 ms. Latency is the one-way delay charged per round.
@@ -50,7 +59,10 @@ NETWORKS: dict[str, NetworkSetting] = {
     "wan200": NetworkSetting("wan200", 200e6, 40e-3),
 }
 
-ROUNDS_RULE = "max over parties of send actions (an upper bound on sequential rounds)"
+ROUNDS_RULE = (
+    "rounds counted on a relayed run (cost.rounds) where present, else max over parties of send "
+    "actions (ABY3: measured 0.82-0.94x the counted rounds; Cheetah: kernel-dependent)"
+)
 TRANSFER_RULE = "8 * max over parties of bytes sent / bandwidth (parties send in parallel)"
 
 
@@ -83,6 +95,17 @@ def network_setting(network: str | NetworkSetting) -> NetworkSetting:
     return NETWORKS[network]
 
 
+def rounds_of(cost: Any) -> int:
+    """Sequential rounds of `cost` (ROUNDS_RULE): its counted rounds, else its busiest party's
+    send actions."""
+    counted = getattr(cost, "rounds", None)
+    if counted is not None:
+        if counted < 0:
+            raise ValueError(f"cost.rounds must be >= 0 or None, got {counted}")
+        return int(counted)
+    return max((int(a) for a in cost.send_actions), default=0)
+
+
 def estimate_time(cost: Any, network: str | NetworkSetting) -> TimeEstimate:
     """Estimated seconds of the call described by `cost` (a CallCost) on `network`.
 
@@ -91,9 +114,8 @@ def estimate_time(cost: Any, network: str | NetworkSetting) -> TimeEstimate:
     """
     net = network_setting(network)
     sent = [int(b) for b in cost.bytes_sent] or [0]
-    actions = [int(a) for a in cost.send_actions] or [0]
     critical = max(sent)
-    rounds = max(actions)
+    rounds = rounds_of(cost)
     transfer = 8.0 * critical / net.bandwidth_bps
     latency = rounds * net.latency_s
     compute = float(cost.wall_s)

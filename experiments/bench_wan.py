@@ -1,0 +1,257 @@
+"""Measured WAN times: SPU parties in mp mode through a relay that adds latency and a bandwidth
+limit on every link (experiments/wan_relay.py), against the same call with direct loopback links.
+
+    python experiments/bench_wan.py --model tiny --protocols aby3 cheetah --repeats 3
+    python experiments/bench_wan.py --model roberta-base --layers 1 --seq-len 32 --batch 1 ...
+    python experiments/bench_wan.py --kernel batched_matmul_64x16x16x16 --protocols aby3
+
+For each protocol two mp backends hold the same weights: one with direct loopback links (LAN),
+one whose parties reach each other only through the relay. Every repeat runs the call once per
+setting in turn (direct, then the relay at each shape), so the machine's load hits all settings
+alike; medians over repeats are reported. Adds one record per (model, protocol) to
+OUT/runs.json, rewritten after every repeat (`summary`: per-call wall times, the relay's counts,
+SPU's bytes and send actions); experiments/wan_report.py turns runs.json files into tables.
+Party count: 3 for aby3, else 2 (semi2k, cheetah).
+
+How the relay gets between the parties: yacl's brpc link listens on the address a party's own
+Desc gives for itself and connects to the addresses it gives for the others, and the Desc
+objects of different parties need not agree. So party r is started with a Desc whose own entry
+is its real listener and whose entry for party s is the relay's port for the route r -> s
+(`relayed_party_main`, patched into spu_hosts for this script only; the library is unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+VIEWS_ENV = "SECFWT_WAN_VIEWS"  # json {own listen address: [address of party 0, 1, ...]}
+
+SHAPES = {  # name: (one-way latency s, uplink bits/s or None)
+    "relay0": (0.0, None),
+    "1ms": (0.001, None),  # anchor: every round sleeps, as on a WAN (see wan_report.py)
+    "10ms_1gbps": (0.010, 1e9),
+    "40ms_200mbps": (0.040, 200e6),
+    "20ms_500mbps": (0.020, 500e6),
+    "80ms_100mbps": (0.080, 100e6),
+}
+
+
+def relayed_party_main(rank, addresses, *rest):
+    """spu_party.party_main with this party's view of the addresses (VIEWS_ENV), if any."""
+    from secfwt_jax.backend.spu_party import party_main
+
+    views = json.loads(os.environ.get(VIEWS_ENV, "{}"))
+    party_main(rank, views.get(addresses[rank], addresses), *rest)
+
+
+def relayed_backend(protocol: str, timeout_s: float):
+    """(backend whose links all pass the relay, relay)."""
+    from wan_relay import Relay, free_port
+
+    from secfwt_jax.backend import make_backend, spu_hosts
+
+    n = 3 if protocol == "aby3" else 2
+    own = [f"127.0.0.1:{free_port()}" for _ in range(n)]
+    routes, views = [], json.loads(os.environ.get(VIEWS_ENV, "{}"))
+    for r in range(n):
+        view = list(own)
+        for s in range(n):
+            if s != r:
+                port = free_port()
+                routes.append((port, int(own[s].rsplit(":", 1)[1]), r, s))
+                view[s] = f"127.0.0.1:{port}"
+        views[own[r]] = view
+    os.environ[VIEWS_ENV] = json.dumps(views)  # read by the spawned party processes
+    spu_hosts.party_main = relayed_party_main
+    relay = Relay(routes, n)
+    return make_backend(protocol, mode="mp", timeout_s=timeout_s, addresses=own), relay
+
+
+def model_and_inputs(args):
+    """(cfg, config, params, words, inputs): the query of `args.method` (default secfwt: rfa
+    attention with the masked cos/sin, gelu_puma, normalize_qk; fot_puma: the exact forward with
+    PUMA's softmax and GeLU) with random weights, via bench_forward's helpers."""
+    from bench_forward import make_inputs, model_for
+    from omegaconf import OmegaConf
+
+    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+    model = OmegaConf.load(os.path.join(conf, "model", f"{args.model}.yaml"))
+    method = OmegaConf.load(os.path.join(conf, "method", f"{args.method}.yaml"))
+    cfg = OmegaConf.create(dict(
+        model=model, layers=args.layers, seed=0, batch=args.batch, prompts=args.prompts,
+        prompt_len=args.prompt_len, seq_len=args.seq_len, num_labels=2,
+        num_features=method.get("num_features", 64),
+        normalize_qk=method.get("normalize_qk", False),
+    ))
+    variant = dict(attention=method.attention, activation=method.activation,
+                   rfa_trig=method.get("rfa_trig", "builtin"))
+    config, params, _ = model_for(cfg, variant)
+    words, inputs = make_inputs(cfg, config, params)
+    return cfg, config, params, words, inputs
+
+
+def model_setup(args):
+    """(record fields, setup(backend) -> call): one SecFwT query of the model."""
+    from bench_forward import functions_for
+
+    cfg, config, params, words, inputs = model_and_inputs(args)
+
+    def setup(be):
+        secure, extra, _, _ = functions_for(config, words, be, cfg)
+        fn = be.compile(secure)
+        handle = be.put(params, owner="model")
+        fn.precompile(handle, *inputs, *extra)
+        return lambda: fn(handle, *inputs, *extra)
+
+    meta = dict(model=args.model, layers=config.num_hidden_layers, hidden=config.hidden_size,
+                seq_len=args.seq_len, prompt_len=args.prompt_len, batch=args.batch,
+                prompts=args.prompts, method=args.method)
+    return meta, setup
+
+
+KERNELS = {  # name: (function, input shapes); probes of what one send action costs
+    "mul_1e5": (lambda x, y: x * y, [(100_000,), (100_000,)]),
+    "matmul_256x64x64": (lambda x, y: x @ y, [(256, 64), (64, 64)]),
+    "batched_matmul_64x16x16x16": (lambda x, y: x @ y, [(64, 16, 16), (64, 16, 16)]),
+}
+
+
+def kernel_setup(name: str):
+    import numpy as np
+
+    f, shapes = KERNELS[name]
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+    def setup(be):
+        fn = be.compile(f)
+        fn.precompile(*xs)
+        return lambda: fn(*xs)
+
+    return dict(model=f"kernel {name}", layers=0, hidden=0, seq_len=0, prompt_len=0,
+                batch=0, method="-"), setup
+
+
+def delta(after: dict, before: dict) -> dict:
+    return {
+        "flights": [a["flights"] - b["flights"] for a, b in zip(after["parties"],
+                                                                before["parties"])],
+        "data_bytes": [a["data_bytes_sent"] - b["data_bytes_sent"]
+                       for a, b in zip(after["parties"], before["parties"])],
+        "data_chunks": [a["data_chunks_sent"] - b["data_chunks_sent"]
+                        for a, b in zip(after["parties"], before["parties"])],
+        "ack_bytes": [a["ack_bytes_sent"] - b["ack_bytes_sent"]
+                      for a, b in zip(after["parties"], before["parties"])],
+        "copied_bytes": after["copied_bytes"] - before["copied_bytes"],
+        "depth": after["depth"] - before["depth"],
+    }
+
+
+def run_protocol(protocol: str, args, shapes: list[str], meta: dict, setup, save) -> dict:
+    """Repeats of the call on every setting; save(record) after each repeat (a run cut short
+    keeps the repeats it finished)."""
+    from wan_relay import Shape
+
+    from secfwt_jax.backend import make_backend
+
+    direct = make_backend(protocol, mode="mp", timeout_s=args.timeout_s)
+    relayed, relay = relayed_backend(protocol, args.timeout_s)
+    runs = {name: [] for name in ["lan", *shapes]}
+    cost_rec = None
+    try:
+        calls = {"direct": setup(direct), "relay": setup(relayed)}
+        calls["direct"]()  # warm-up (first-call effects) on both
+        calls["relay"]()
+        for rep in range(args.repeats):
+            for name in runs:
+                if name == "lan":
+                    _, cost = calls["direct"]()
+                    rel = None
+                else:
+                    lat, bw = SHAPES[name]
+                    relay.set_shape(Shape(name, lat, bw))
+                    before = relay.stats()
+                    _, cost = calls["relay"]()
+                    rel = delta(relay.stats(), before)
+                    relay.set_shape(Shape("direct"))
+                runs[name].append(dict(wall_s=cost.wall_s, relay=rel))
+                if cost_rec is None:
+                    cost_rec = dict(
+                        bytes_sent=list(cost.bytes_sent), send_actions=list(cost.send_actions),
+                        recv_actions=list(cost.recv_actions), exec_s=list(cost.exec_s),
+                        ops={k: [s.count, s.send_bytes, s.send_actions]
+                             for k, s in cost.ops.items() if s.send_bytes})
+                extra = f" flights {rel['flights']} depth {rel['depth']}" if rel else ""
+                print(f"{protocol} rep {rep} {name}: wall {cost.wall_s:.2f} s{extra}", flush=True)
+            save(summary(protocol, meta, args, shapes, cost_rec, runs, rep + 1))
+    finally:
+        direct.close()
+        relayed.close()
+        relay.close()
+    return summary(protocol, meta, args, shapes, cost_rec, runs, args.repeats)
+
+
+def summary(protocol, meta, args, shapes, cost_rec, runs, repeats) -> dict:
+    return dict(
+        protocol=protocol, **meta, repeats=repeats,
+        shapes={k: dict(latency_s=SHAPES[k][0], bandwidth_bps=SHAPES[k][1]) for k in shapes},
+        cost=cost_rec, runs={k: v[:repeats] for k, v in runs.items()},
+        median_wall_s={k: statistics.median(r["wall_s"] for r in v[:repeats])
+                       for k, v in runs.items()},
+    )
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--seq-len", type=int, default=16)
+    ap.add_argument("--prompt-len", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=1, help="candidate prompts in one call")
+    ap.add_argument("--method", default="secfwt")
+    ap.add_argument("--kernel", default=None, choices=sorted(KERNELS),
+                    help="time this small kernel instead of the model's query")
+    ap.add_argument("--protocols", nargs="+", default=["aby3", "cheetah"])
+    ap.add_argument("--shapes", nargs="+", default=["1ms", "10ms_1gbps", "40ms_200mbps"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timeout-s", type=float, default=300.0)
+    ap.add_argument("--out", default="results/wan")
+    args = ap.parse_args(argv)
+    bad = [s for s in args.shapes if s not in SHAPES]
+    if bad:
+        raise ValueError(f"unknown shapes {bad}; accepted: {', '.join(SHAPES)}")
+    command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
+    meta, setup = kernel_setup(args.kernel) if args.kernel else model_setup(args)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "runs.json")
+    old = json.load(open(path)) if os.path.exists(path) else []
+    for protocol in args.protocols:
+        t = time.perf_counter()
+
+        def save(rec, t=t):
+            rec.update(command=command, elapsed_s=time.perf_counter() - t,
+                       machine="one shared 2-core machine (other helpers' jobs running); mp "
+                               "mode, one process per party, relay in the controller process",
+                       date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+            with open(path, "w") as fh:
+                json.dump(old + [rec], fh, indent=1)
+
+        rec = run_protocol(protocol, args, args.shapes, meta, setup, save)
+        save(rec)
+        old.append(rec)
+        print(json.dumps(rec["median_wall_s"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
