@@ -151,7 +151,7 @@ def setting(cfg, config, weights, **extra) -> dict:
         "this run", **extra)
 
 
-def study_options(cfg) -> dict:
+def study_options(cfg, save=None) -> dict:
     names = list(cfg.variants) if cfg.variants else list(VARIANTS)
     bad = [n for n in names if n not in VARIANTS]
     if bad:
@@ -160,6 +160,13 @@ def study_options(cfg) -> dict:
     ref = references(cfg, config, params, data, words)
     runs: dict = {n: [] for n in names}
     errors: dict = {}
+
+    def result(runs):
+        return dict(setting=setting(cfg, config, weights, protocol=str(cfg.protocol),
+                                    repeats=int(cfg.repeats)),
+                    variants={n: VARIANTS[n] for n in names}, runs=runs, errors=errors,
+                    summary=summarise(runs))
+
     for r in range(int(cfg.repeats)):
         for name in names:
             if name in errors:
@@ -176,10 +183,10 @@ def study_options(cfg) -> dict:
             for p, y, cost in res:
                 runs[name].append(row(cost, float(np.abs(y - ref[p]).max()), round=r, P=p))
                 print(name, json.dumps(runs[name][-1]), flush=True)
-    return dict(setting=setting(cfg, config, weights, protocol=str(cfg.protocol),
-                                repeats=int(cfg.repeats)),
-                variants={n: VARIANTS[n] for n in names}, runs=runs, errors=errors,
-                summary=summarise(runs))
+            if save:  # after every variant: a stopped run keeps what it measured
+                save(result(runs))
+
+    return result(runs)
 
 
 def summarise(runs: dict) -> list[dict]:
@@ -200,7 +207,7 @@ def summarise(runs: dict) -> list[dict]:
     return rows
 
 
-def study_semi2k_cache(cfg) -> dict:
+def study_semi2k_cache(cfg, save=None) -> dict:
     config, params, weights, data, words = setup(cfg)
     ref = references(cfg, config, params, data, words)
     runs = {}
@@ -213,8 +220,11 @@ def study_semi2k_cache(cfg) -> dict:
                       for i, (p, y, cost) in enumerate(res)]
         for x in runs[name]:
             print(name, json.dumps(x), flush=True)
-    return dict(setting=setting(cfg, config, weights, protocol="semi2k (TFP)",
-                                calls=int(cfg.calls)), runs=runs)
+        rec = dict(setting=setting(cfg, config, weights, protocol="semi2k (TFP)",
+                                   calls=int(cfg.calls)), runs=runs)
+        if save:
+            save(rec)
+    return rec
 
 
 def markdown_options(rec: dict) -> list[str]:
@@ -259,12 +269,17 @@ def markdown(rec: dict, study: str) -> str:
 def main(cfg) -> None:
     check_choice("study", cfg.study, STUDIES)
     t0 = time.perf_counter()
-    rec = study_options(cfg) if cfg.study == "options" else study_semi2k_cache(cfg)
-    rec = dict(command=common.command_line(), **rec, run_s=round(time.perf_counter() - t0, 1))
     protocol = cfg.protocol if cfg.study == "options" else "semi2k"
     stem = f"{cfg.study}_{cfg.model.name}_L{cfg.layers}_{protocol}"
-    common.write_outputs(cfg.out, stem, rec, markdown(rec, cfg.study), cfg=cfg)
-    print(markdown(rec, cfg.study))
+
+    def save(rec):
+        rec = dict(command=common.command_line(), **rec,
+                   run_s=round(time.perf_counter() - t0, 1))
+        common.write_outputs(cfg.out, stem, rec, markdown(rec, cfg.study), cfg=cfg)
+        return rec
+
+    study = study_options if cfg.study == "options" else study_semi2k_cache
+    print(markdown(save(study(cfg, save)), cfg.study))
 
 
 if __name__ == "__main__":
