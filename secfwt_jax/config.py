@@ -71,7 +71,7 @@ class ModelConfig:
     feature_kind: str = "orthogonal"
     normalize_qk: bool = False
     # rfa's cos/sin: "builtin" (the backend's functions) or "masked" (one-round masked
-    # trigonometry, secfwt_jax.secure_trig; the model then takes per-call trig_masks).
+    # trigonometry of secfwt_jax.secure_trig, reached through the ops hook, model_ops.py).
     rfa_trig: str = "builtin"
     feature_seed: int = 0
     # PUMA-style softmax: inputs below -clip are treated as -clip (exp(-14) ~ 8e-7).

@@ -122,12 +122,22 @@ def test_record_choice_median_and_latest_ok():
 
 
 def test_protocol_configs_share_one_base():
+    # base.yaml: what every protocol has; spu_base.yaml (extends base): the SPU protocols'
+    # links (tls, cluster); a protocol file adds its name and its own keys only
     protocols = EXPERIMENTS / "conf" / "protocol"
-    base = yaml.safe_load((protocols / "base.yaml").read_text())
+    bases = {name: yaml.safe_load((protocols / f"{name}.yaml").read_text())
+             for name in ("base", "spu_base")}
+    assert bases["spu_base"]["defaults"] == ["base", "_self_"]
+    inherited = {"base": set(bases["base"]) - {"name"},
+                 "spu_base": (set(bases["base"]) | set(bases["spu_base"])) - {"name", "defaults"}}
+    seen = set()
     for path in protocols.glob("*.yaml"):
-        if path.name == "base.yaml":
+        if path.stem in bases:
             continue
         cfg = yaml.safe_load(path.read_text())
-        assert cfg["defaults"] == ["base", "_self_"], path.name
+        parent = cfg["defaults"][0]
+        assert cfg["defaults"] == [parent, "_self_"] and parent in bases, path.name
         assert cfg["name"] == path.stem
-        assert not set(cfg) & (set(base) - {"name"}), f"{path.name} repeats base keys"
+        assert not set(cfg) & inherited[parent], f"{path.name} repeats base keys"
+        seen.add((path.stem, parent))
+    assert {("aby3", "spu_base"), ("plaintext", "base")} <= seen
