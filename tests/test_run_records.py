@@ -246,6 +246,21 @@ def test_a_key_nothing_reads_is_refused(tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+def test_every_tuning_config_field_is_read_from_its_config_key():
+    import dataclasses
+
+    cfg = cfg_of("optimizer=sepcmaes", "optimizer.popsize=4", "optimizer.sigma0=2",
+                 "temperature=0.1", "vocab_bucket=0", "head=similarity", "prompt_mode=cat")
+    tcfg = run_py.tuning_config(cfg)
+    groups = {"optimizer": cfg.optimizer.name, "popsize": 4, "sigma0": 2.0}
+    for field in dataclasses.fields(tcfg):
+        want = groups.get(field.name, cfg.get(field.name))
+        assert getattr(tcfg, field.name) == want, field.name
+    assert tcfg.optimizer == "sepcmaes" and isinstance(tcfg.sigma0, float)
+    with pytest.raises(ValueError, match="optimizer.popsize must be an integer >= 1, got 0"):
+        run_py.tuning_config(cfg_of("optimizer.popsize=0"))
+
+
 # -- 6. truncation is counted and warned about ---------------------------------------------
 
 def test_truncation_is_counted_per_split_and_warned(tmp_path, capsys):
