@@ -92,6 +92,7 @@ def test_fingerprint_of_a_real_task_holds_its_data_files_hashes(tmp_path):
     assert fp["data_files"]["train"] == want and fp["data_files"]["test"] == "missing"
 
 
+@pytest.mark.slow
 def test_budget_may_be_raised_to_continue_a_finished_run_and_that_is_recorded(tmp_path):
     launch(tmp_path, "budget=12")
     s = launch(tmp_path, "budget=24")
@@ -114,6 +115,7 @@ def test_resume_false_in_a_directory_holding_a_run_is_refused(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_starts_metrics_afresh(tmp_path):
     # killed before its first checkpoint: the old lines are dropped, not appended to
     launch(tmp_path, "budget=12", "checkpoint_every=0")
