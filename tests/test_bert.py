@@ -206,6 +206,7 @@ def sentences(tokenizer):
             encode_descriptions("sst2", tokenizer))
 
 
+@pytest.mark.slow
 def test_similarity_scores_equal_flax_bert_mean_pooled_cosine(minilm, flax_bert, sentences):
     from secfwt_jax.backend import make_backend
     from secfwt_jax.tuning.similarity_evaluator import SimilarityEvaluator
@@ -228,6 +229,7 @@ def test_similarity_scores_equal_flax_bert_mean_pooled_cosine(minilm, flax_bert,
     np.testing.assert_allclose(got, want, atol=2e-3)  # cosines within 1e-4
 
 
+@pytest.mark.slow
 def test_cat_prompt_positions_are_left_out_of_the_pooling(minilm, sentences):
     from secfwt_jax.similarity import similarity_fn
 
@@ -250,6 +252,7 @@ def test_cat_prompt_positions_are_left_out_of_the_pooling(minilm, sentences):
     np.testing.assert_allclose(np.asarray(scores)[0], pooled[:, :3], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_small_tuning_run_on_real_weights_lowers_the_training_loss(minilm, sentences):
     from secfwt_jax.backend import make_backend
     from secfwt_jax.tuning.loop import Tuner, TuningConfig

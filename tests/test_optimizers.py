@@ -117,7 +117,7 @@ slow = pytest.mark.slow
         ("sphere", 10),
         ("ellipsoid", 10),
         ("rosenbrock", 10),
-        ("sphere", 50),
+        pytest.param("sphere", 50, marks=slow),
         pytest.param("ellipsoid", 50, marks=slow),
         pytest.param("rosenbrock", 50, marks=slow),
         # d=100: the first dimension here where B and D are updated lazily (every 2 tells)
