@@ -51,6 +51,7 @@ def assert_no_party_left(pids):
     assert not [p for p in pids if _alive(p)]
 
 
+@pytest.mark.slow
 def test_mp_mode_matches_plaintext_and_sim_bytes(small_params):
     x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
     with make_backend("semi2k", mode="sim", dealer=TFP) as sim:

@@ -31,8 +31,9 @@ def tiny_problem(attention, batch, seq, prompts, prompt_len):
     return f, params, args, ref
 
 
-@pytest.mark.parametrize("protocol", ["aby3", pytest.param("semi2k", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("attention", ["softmax", pytest.param("rfa", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["aby3", "semi2k"])
+@pytest.mark.parametrize("attention", ["softmax", "rfa"])
 def test_secure_verbalizer_logits_match_plaintext(protocol, attention):
     f, params, args, ref = tiny_problem(attention, batch=2, seq=8, prompts=2, prompt_len=2)
     assert np.abs(ref).max() > 0.5

@@ -74,6 +74,7 @@ def test_pack_state_round_trips_and_leaves_no_scalar():
     )
 
 
+@pytest.mark.slow
 def test_sft_step_is_adam_on_the_verbalizer_loss(setup):
     cfg, params, batch, _ = setup
     opt = fixed_point_adam(LR)
@@ -96,6 +97,7 @@ def test_sft_step_is_adam_on_the_verbalizer_loss(setup):
         np.testing.assert_allclose(a, b, atol=1e-2 * LR)
 
 
+@pytest.mark.slow
 def test_sft_step_keeps_the_embedding_tables(setup):
     cfg, params, batch, _ = setup
     opt = fixed_point_adam(LR)
@@ -105,6 +107,7 @@ def test_sft_step_keeps_the_embedding_tables(setup):
     assert not np.allclose(new["head_bias"], params["head_bias"])
 
 
+@pytest.mark.slow
 def test_prompt_step_moves_only_the_prompt_downhill(setup):
     cfg, params, batch, prompt = setup
     opt = fixed_point_adam(LR)
@@ -182,6 +185,7 @@ def test_composed_layer_costs_match_a_measured_deeper_model():
         assert figs[3]["bytes_total"] > figs[2]["bytes_total"] > figs[1]["bytes_total"]
 
 
+@pytest.mark.slow
 def test_sft_step_is_its_grad_part_then_its_update_part(setup):
     """bench_iteration measures the SFT step's two parts apart (sft_grad, sft_update) where the
     whole step does not fit; together they are exactly the step."""

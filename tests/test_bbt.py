@@ -344,6 +344,7 @@ def test_dev_selection_keeps_strictly_greater_metrics_from_zero():
     assert kept == [1, 3, 6]  # 0.0 is not > 0.0; ties are not kept
 
 
+@pytest.mark.slow
 def test_tuner_tests_the_candidate_that_dev_selected(params):
     """A scripted run: dev metrics are fed per dev evaluation; the tested z is the candidate
     evaluated at the call whose dev metric was the first strict maximum."""

@@ -115,6 +115,7 @@ def test_bert_position_ids_start_at_zero_and_shift_after_cls_for_cat_prompt():
     assert position_ids(mask, roberta).tolist() == [[2, 3, 4, 1]]
 
 
+@pytest.mark.slow
 def test_bert_masked_lm_state_dict_maps_every_tensor_including_cls_predictions():
     config = ModelConfig.from_hf_dict(TINY_BERT)
     names = hf_param_names(config)
@@ -143,12 +144,14 @@ def test_unsupported_model_type_names_the_accepted_ones():
 # -- parity with transformers' FlaxBertModel on the real checkpoint -------------------------
 
 
+@pytest.mark.slow
 def test_hidden_states_match_flax_bert_on_sst2_sentences_with_padding(minilm, flax_bert,
                                                                       tokenizer):
     err = _max_hidden_error(*minilm, flax_bert, tokenizer, SST2_SENTENCES, max_len=40)
     assert err < 1e-4, err
 
 
+@pytest.mark.slow
 def test_hidden_states_match_flax_bert_on_sst2_test_file(minilm, flax_bert, tokenizer):
     sentences = _sst2_test_sentences(16)
     err = _max_hidden_error(*minilm, flax_bert, tokenizer, sentences, max_len=64)
@@ -203,6 +206,7 @@ def sentences(tokenizer):
             encode_descriptions("sst2", tokenizer))
 
 
+@pytest.mark.slow
 def test_similarity_scores_equal_flax_bert_mean_pooled_cosine(minilm, flax_bert, sentences):
     from secfwt_jax.backend import make_backend
     from secfwt_jax.tuning.similarity_evaluator import SimilarityEvaluator
@@ -225,6 +229,7 @@ def test_similarity_scores_equal_flax_bert_mean_pooled_cosine(minilm, flax_bert,
     np.testing.assert_allclose(got, want, atol=2e-3)  # cosines within 1e-4
 
 
+@pytest.mark.slow
 def test_cat_prompt_positions_are_left_out_of_the_pooling(minilm, sentences):
     from secfwt_jax.similarity import similarity_fn
 
@@ -247,6 +252,7 @@ def test_cat_prompt_positions_are_left_out_of_the_pooling(minilm, sentences):
     np.testing.assert_allclose(np.asarray(scores)[0], pooled[:, :3], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_small_tuning_run_on_real_weights_lowers_the_training_loss(minilm, sentences):
     from secfwt_jax.backend import make_backend
     from secfwt_jax.tuning.loop import Tuner, TuningConfig

@@ -279,6 +279,7 @@ def test_load_hf_unreachable_hub_raises_dataset_load_error():
         load_hf("sst2", "test", load_fn=unreachable)
 
 
+@pytest.mark.slow
 def test_load_hf_offline_through_the_real_datasets_package_raises_clearly(tmp_path):
     pytest.importorskip("datasets")
     code = (

@@ -261,6 +261,7 @@ def test_secure_masked_cos_sin_sends_far_fewer_bytes_and_rounds_than_builtin():
     assert masked.send_actions_total * 10 < builtin.send_actions_total
 
 
+@pytest.mark.slow
 @spu_only
 def test_secure_verbalizer_with_masked_trig_matches_plaintext():
     cfg = tiny_masked()

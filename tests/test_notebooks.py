@@ -23,6 +23,7 @@ def run_notebook(name: str, workdir, timeout: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.spu
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("QUICK", "1")
     work = tmp_path / "notebooks"

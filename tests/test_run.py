@@ -21,6 +21,7 @@ def run(*overrides, cwd=ROOT, check=True):
     return out
 
 
+@pytest.mark.slow
 def test_planted_run_writes_config_metrics_and_summary(tmp_path):
     run(f"hydra.run.dir={tmp_path}", "budget=30")
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -92,6 +93,7 @@ def test_real_task_without_data_dir_is_a_clear_error(tmp_path, monkeypatch):
     assert out.returncode != 0 and "no-tokenizer" in out.stderr + out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_mrpc_plaintext_runs_on_the_real_data(tmp_path):
     data, tok = SHARED / "data", SHARED / "tokenizer" / "roberta-base"

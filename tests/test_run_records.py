@@ -93,6 +93,7 @@ def test_fingerprint_of_a_real_task_holds_its_data_files_hashes(tmp_path):
     assert fp["data_files"]["train"] == want and fp["data_files"]["test"] == "missing"
 
 
+@pytest.mark.slow
 def test_budget_may_be_raised_to_continue_a_finished_run_and_that_is_recorded(tmp_path):
     launch(tmp_path, "budget=12")
     s = launch(tmp_path, "budget=24")
@@ -115,6 +116,7 @@ def test_resume_false_in_a_directory_holding_a_run_is_refused(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_starts_metrics_afresh(tmp_path):
     # killed before its first checkpoint: the old lines are dropped, not appended to
     launch(tmp_path, "budget=12", "checkpoint_every=0")
@@ -245,6 +247,21 @@ def test_a_key_nothing_reads_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"unknown config key\(s\) learning_rate"):
         launch(tmp_path, "+learning_rate=0.1")
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_every_tuning_config_field_is_read_from_its_config_key():
+    import dataclasses
+
+    cfg = cfg_of("optimizer=sepcmaes", "optimizer.popsize=4", "optimizer.sigma0=2",
+                 "temperature=0.1", "vocab_bucket=0", "head=similarity", "prompt_mode=cat")
+    tcfg = run_py.tuning_config(cfg)
+    groups = {"optimizer": cfg.optimizer.name, "popsize": 4, "sigma0": 2.0}
+    for field in dataclasses.fields(tcfg):
+        want = groups.get(field.name, cfg.get(field.name))
+        assert getattr(tcfg, field.name) == want, field.name
+    assert tcfg.optimizer == "sepcmaes" and isinstance(tcfg.sigma0, float)
+    with pytest.raises(ValueError, match="optimizer.popsize must be an integer >= 1, got 0"):
+        run_py.tuning_config(cfg_of("optimizer.popsize=0"))
 
 
 # -- 6. truncation is counted and warned about ---------------------------------------------

@@ -37,24 +37,33 @@ def tune(params, task, backend, tcfg=TCFG, run_dir=None, **kw):
     return tuner, tuner.run(task.train, task.dev, task.test, **kw)
 
 
+@pytest.fixture(scope="module")
+def full_run(setup, tmp_path_factory):
+    """One uninterrupted plaintext run of TCFG with a run directory: (tuner, summary, dir);
+    shared by the learning test and the kill-and-resume test."""
+    params, task = setup
+    run_dir = tmp_path_factory.mktemp("full_run")
+    tuner, summary = tune(params, task, make_backend("plaintext"), TCFG, str(run_dir))
+    return tuner, summary, run_dir
+
+
 def test_planted_zero_prompt_is_near_chance(setup):
     _, task = setup
     assert task.zero_prompt_train_acc <= 0.6
     assert 0.3 <= task.train.labels.mean() <= 0.7
 
 
-def test_plaintext_tuning_learns_the_planted_task(setup):
-    params, task = setup
-    _, s = tune(params, task, make_backend("plaintext"))
+def test_plaintext_tuning_learns_the_planted_task(full_run):
+    _, s, _ = full_run
     assert s["initial_train_acc"] <= 0.6
     assert s["train_acc"] >= 0.9
     assert s["queries"] == 90 and s["generations"] == 15
 
 
-def test_killed_and_resumed_run_ends_in_the_uninterrupted_state(setup, tmp_path):
+def test_killed_and_resumed_run_ends_in_the_uninterrupted_state(setup, full_run, tmp_path):
     params, task = setup
     tcfg = TCFG
-    full_tuner, full = tune(params, task, make_backend("plaintext"), tcfg, str(tmp_path / "a"))
+    full_tuner, full, full_dir = full_run
     # the "killed" run stops after 7 generations: its last checkpoint is at generation 5
     _, partial = tune(params, task, make_backend("plaintext"), tcfg, str(tmp_path / "b"),
                       stop_after=7)
@@ -64,8 +73,8 @@ def test_killed_and_resumed_run_ends_in_the_uninterrupted_state(setup, tmp_path)
     np.testing.assert_array_equal(np.asarray(full_tuner.final_state.mean),
                                   np.asarray(resumed_tuner.final_state.mean))
     assert full["best_z"] == resumed["best_z"] and full["train_acc"] == resumed["train_acc"]
-    lines = lambda d: [json.loads(x)["loss"] for x in open(tmp_path / d / "metrics.jsonl")]  # noqa: E731
-    assert lines("a") == lines("b") and len(lines("a")) == 15
+    lines = lambda d: [json.loads(x)["loss"] for x in open(d / "metrics.jsonl")]  # noqa: E731
+    assert lines(full_dir) == lines(tmp_path / "b") and len(lines(full_dir)) == 15
 
 
 def test_reveal_loss_gives_the_same_losses_as_reveal_logits(setup):

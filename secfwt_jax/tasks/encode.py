@@ -78,6 +78,18 @@ def load_tokenizer(name_or_dir: str | os.PathLike | None = None):
     return mask_lstrip(tokenizer)
 
 
+def field_texts(task: Task, examples: Sequence, field: str) -> list[str]:
+    """The `field` text ("text_a" / "text_b") of each example; an example without it (missing,
+    empty or not a string) is a ValueError naming the task, the example's index and the field."""
+    texts = []
+    for i, ex in enumerate(examples):
+        text = getattr(ex, field, None)
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"task {task.name!r}: example {i} has no {field} (got {text!r})")
+        texts.append(text)
+    return texts
+
+
 def mask_lstrip(tokenizer):
     """RoBERTa's `<mask>` with lstrip=True, so " <mask>" in a text is the one mask token.
 
@@ -257,12 +269,7 @@ def encode(
     prefixes = dict(seg for seg in segments if seg[0] in TEXT_FIELDS)
     text_ids = {}
     for field in fields:
-        texts = []
-        for i, ex in enumerate(examples):
-            text = getattr(ex, field, None)
-            if not isinstance(text, str) or not text:
-                raise ValueError(f"task {t.name!r}: example {i} has no {field} (got {text!r})")
-            texts.append(prefixes[field] + text)
+        texts = [prefixes[field] + text for text in field_texts(t, examples, field)]
         text_ids[field] = _token_ids(tokenizer, texts)
 
     n = len(examples)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .encode import ROBERTA_MAX_POSITIONS, Batch, check_lengths
+from .encode import ROBERTA_MAX_POSITIONS, Batch, check_lengths, field_texts
 from .registry import Task, as_task
 
 LABEL_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
@@ -63,16 +63,7 @@ def encode_sentences(
     """
     t = as_task(task)
     check_lengths(max_len, prompt_len, max_positions, min_len=3)
-    fields = t.text_fields
-    texts = []
-    for field in fields:
-        col = []
-        for i, ex in enumerate(examples):
-            text = getattr(ex, field, None)
-            if not isinstance(text, str) or not text:
-                raise ValueError(f"task {t.name!r}: example {i} has no {field} (got {text!r})")
-            col.append(text)
-        texts.append(col)
+    texts = [field_texts(t, examples, field) for field in t.text_fields]
     labels = np.array([int(ex.label) for ex in examples], np.int32).reshape(len(examples))
     return _batch(tokenizer, texts, labels, max_len)
 

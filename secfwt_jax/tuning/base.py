@@ -46,6 +46,18 @@ class Optimizer(Protocol):
     def tell(self, state: Any, z: jax.Array, fitness: jax.Array) -> Any: ...
 
 
+class SizedByParams:
+    """``dim`` and ``popsize`` of an optimizer read from its ``params`` (CMA-ES, ZO-SGD)."""
+
+    @property
+    def dim(self) -> int:
+        return self.params.dim
+
+    @property
+    def popsize(self) -> int:
+        return self.params.popsize
+
+
 def raw_key(key: jax.Array) -> jax.Array:
     """Return ``key`` as raw ``uint32`` key data (shape ``(2,)`` for threefry).
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from secfwt_jax.tuning.base import (
+    SizedByParams,
     check_told,
     check_x0,
     default_popsize,
@@ -144,7 +145,7 @@ class CMAESParams:
 
 
 @dataclasses.dataclass(frozen=True)
-class CMABase:
+class CMABase(SizedByParams):
     """create/init/ask of a CMA-ES variant; a subclass sets ``separable``, ``State`` (its state
     pytree class), ``initial_covariance`` (the covariance fields of the first state) and
     ``sample_steps`` (y ~ N(0, C) from standard normal u), and writes ``tell`` from the helpers
@@ -158,14 +159,6 @@ class CMABase:
     def create(cls, dim: int, popsize: int | None = None, sigma0: float = 1.0, **kw):
         """``cls(CMAESParams.default(dim, popsize, sigma0, separable=cls.separable, **kw))``."""
         return cls(CMAESParams.default(dim, popsize, sigma0, separable=cls.separable, **kw))
-
-    @property
-    def dim(self) -> int:
-        return self.params.dim
-
-    @property
-    def popsize(self) -> int:
-        return self.params.popsize
 
     def initial_covariance(self, d: int) -> dict[str, jax.Array]:
         raise NotImplementedError

@@ -22,6 +22,7 @@ import optax
 from flax import struct
 
 from secfwt_jax.tuning.base import (
+    SizedByParams,
     check_told,
     check_x0,
     default_popsize,
@@ -92,7 +93,7 @@ class ZOState:
 
 
 @dataclasses.dataclass(frozen=True)
-class ZOSGD:
+class ZOSGD(SizedByParams):
     """Two-point zeroth-order SGD with an optax update, as pure ask/tell."""
 
     params: ZOParams
@@ -107,14 +108,6 @@ class ZOSGD:
             popsize = default_popsize(dim)
             popsize += popsize % 2
         return cls(ZOParams(dim=dim, popsize=popsize, mu=float(sigma0), **kw))
-
-    @property
-    def dim(self) -> int:
-        return self.params.dim
-
-    @property
-    def popsize(self) -> int:
-        return self.params.popsize
 
     def transform(self) -> optax.GradientTransformation:
         """The optax optimizer named by ``params.optimizer``."""
