@@ -90,14 +90,7 @@ def test_spu_is_imported_only_by_the_spu_backend_modules():
     assert all(m.startswith("secfwt_jax.backend.spu_") for m in importers), importers
 
 
-# Files over the limit whose split is under way on another branch; once it is merged the file
-# is short and the test below fails until its entry here is removed.
-PENDING_SPLIT = {"secfwt_jax/backend/fxp.py": "split on branch i16a (issue 16)"}
-
-
 def test_no_library_file_is_over_the_line_limit():
     lines = {str(p.relative_to(PACKAGE.parent)): len(p.read_text().splitlines()) for p in FILES}
-    long = {f: n for f, n in lines.items() if n > MAX_LINES and f not in PENDING_SPLIT}
+    long = {f: n for f, n in lines.items() if n > MAX_LINES}
     assert not long, f"library files over {MAX_LINES} lines: {long}"
-    done = [f for f in PENDING_SPLIT if lines.get(f, 0) <= MAX_LINES]
-    assert not done, f"{done} are within {MAX_LINES} lines now: remove them from PENDING_SPLIT"
