@@ -223,7 +223,7 @@ class _Interpreter:
 
     def _scan(self, eqn, ins):
         p = eqn.params
-        n_consts, n_carry = p["num_consts"], p["num_carry"]
+        n_consts, n_carry = _scan_group_sizes(p)
         secret, arr = self._operands(eqn, ins)
         split = n_consts + n_carry
         consts, init, xs = arr[:n_consts], arr[n_consts:split], arr[split:]
@@ -238,6 +238,16 @@ class _Interpreter:
             unroll=p.get("unroll", 1),
         )
         return [_Value(o, secret) for o in (*carry, *ys)]
+
+
+def _scan_group_sizes(params) -> tuple[int, int]:
+    """(number of constants, number of carried values) of a scan equation: jax <= 0.4.x names
+    them num_consts / num_carry; newer jax (0.12) gives the operands as one flat tree of three
+    groups, `ft_in` = (consts, carry, xs), whose lengths are the groups' leaf counts."""
+    if "num_consts" in params:
+        return params["num_consts"], params["num_carry"]
+    consts, carry, _ = params["ft_in"].unpack()
+    return len(consts), len(carry)
 
 
 # -- rules for secret floating-point primitives -------------------------------------------------
