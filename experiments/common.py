@@ -348,6 +348,56 @@ def build_model(model, seed: int, layers: int | None = None, **overrides):
     return config, init_params(config, seed=int(seed)), weights
 
 
+def variant_model(cfg, variant: dict):
+    """(ModelConfig, params, weights description) for a query config `cfg` (fields model,
+    layers, seed, num_features, normalize_qk) and a variant {attention, activation (None: the
+    model's), rfa_trig}: the model group's preset or checkpoint with the variant's layer."""
+    over = dict(
+        attention=variant["attention"], rfa_trig=variant["rfa_trig"],
+        num_features=int(cfg.num_features), normalize_qk=bool(cfg.normalize_qk),
+    )
+    if variant["activation"]:
+        over["activation"] = variant["activation"]
+    layers = cfg.layers if cfg.layers is not None else cfg.model.layers
+    return build_model(cfg.model, int(cfg.seed), layers, **over)
+
+
+def query_inputs(cfg, config, params):
+    """Label words, and (embeds (B, S-L, H), mask, mask_onehot, prompt (P, L, H)) as numpy for
+    a query config `cfg` (seed, batch, prompts, prompt_len, seq_len = S including the L prompt
+    tokens, num_labels): random examples and prompts from `cfg.seed`, C random label words."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(cfg.seed))
+    prompt_len = int(cfg.prompt_len)
+    text_len = int(cfg.seq_len) - prompt_len
+    if text_len < 3:
+        raise ValueError(f"seq_len {cfg.seq_len} leaves {text_len} text tokens; need >= 3")
+    if int(cfg.seq_len) > config.max_seq_len:
+        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {config.max_seq_len}")
+    ids, mask, mask_onehot = random_examples(config, rng, int(cfg.batch), text_len)
+    embeds = embed_examples(config, params, ids, mask, prompt_len)
+    prompt = random_prompts(rng, int(cfg.prompts), prompt_len, config.hidden_size)
+    words = rng.choice(np.arange(3, config.vocab_size - 1), int(cfg.num_labels), replace=False)
+    return [int(w) for w in words], (embeds, mask, mask_onehot, prompt)
+
+
+def query_functions(config, words, backend, cfg):
+    """(secure function, its extra args, plaintext function, its extra args) of one query, the
+    verbalizer logits: the extra args are one call's trig masks for a model with
+    rfa_trig="masked" (identity masks in plaintext), else ()."""
+    from secfwt_jax.backend import make_backend
+    from secfwt_jax.backend.masked_trig import call_trig_masks, model_ops
+    from secfwt_jax.model import verbalizer_fn
+
+    n_seq, seq_len = int(cfg.prompts) * int(cfg.batch), int(cfg.seq_len)
+    plain = make_backend("plaintext")
+    secure = verbalizer_fn(config, words, ops=model_ops(backend, config))
+    masks = call_trig_masks(backend, config, n_seq, seq_len)  # from os.urandom
+    plain_masks = call_trig_masks(plain, config, n_seq, seq_len)
+    return secure, masks, verbalizer_fn(config, words, ops=model_ops(plain, config)), plain_masks
+
+
 def random_examples(config, rng, batch: int, text_len: int, padded: bool = False):
     """Random token ids (batch, text_len) with their masks, numpy:
     (ids int32, attention mask int32, mask_onehot float32 (1 at the <mask> token)).
