@@ -76,7 +76,7 @@ class Config(common.AppConfig):
     iteration.json, iteration.md and plots in the run directory (hydra.run.dir) and in
     out_dir."""
 
-    defaults: list = dataclasses.field(
+    defaults: list[Any] = dataclasses.field(
         default_factory=common.hydra_defaults({"model": "roberta-large"}))
     hydra: Any = dataclasses.field(default_factory=common.hydra_settings(
         "outputs/bench_iteration/${now:%Y-%m-%d_%H-%M-%S}"))

@@ -175,7 +175,7 @@ def legacy_overrides(args: list[str], config_class: type) -> list[str]:
             values = ["true"]
         else:
             values = []
-            while i < len(args) and not (args[i].startswith("--") or "=" in args[i]):
+            while i < len(args) and not (args[i].startswith("--") or _is_override(args[i])):
                 values.append(args[i])
                 i += 1
                 if kind != "list":
@@ -203,6 +203,12 @@ def peek_argument(key: str, argv: list[str] | None = None) -> str | None:
             if a.startswith(prefix):
                 return a[len(prefix):]
     return None
+
+
+def _is_override(arg: str) -> bool:
+    """Whether `arg` reads as a Hydra `key=value` override (a dotted key, then "="), not as a
+    legacy value that merely contains "=" (e.g. 'rfa M=64')."""
+    return re.match(r"[+~]{0,2}[\w.@/\-]+=", arg) is not None
 
 
 def _field_kind(hint) -> str:

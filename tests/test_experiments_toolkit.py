@@ -76,6 +76,19 @@ def test_toolkit_scripts_do_not_edit_sys_path():
     ("probe_dealers.py", "out: results/dealer"),
     ("probe_eigh_threads.py", "rounds: 3"),
     ("relabel_dealer.py 'dirs=[results/batching]'", "- results/batching"),
+    ("bench_iteration.py model=tiny layers=2 'compose_from=[1,2]' seq_len=16 prompt_len=4 "
+     "population=4 out_dir=results/iteration/validation_tiny_composed_L2", "population: 4"),
+    ("bench_wan.py --model roberta-base --layers 1 --seq-len 32 --prompt-len 8 --batch 1 "
+     "--protocols aby3 --repeats 3 --timeout-s 600 --out results/wan/roberta-base-layer",
+     "timeout_s: 600.0"),
+    ("bench_wan.py --kernel mul_1e5 --protocols aby3 cheetah --shapes 1ms", "- cheetah"),
+    ("wan_report.py --runs results/wan/runs.json results/wan/v2/runs.json",
+     "- results/wan/v2/runs.json"),
+    ("approx_real.py --n-test 64 --n-attn 8 --backends plaintext_fxp --variants exact "
+     "'secfwt (rfa M=64 normalize_qk + gelu_puma)' --name approx_real_fxp",
+     "- secfwt (rfa M=64 normalize_qk + gelu_puma)"),
+    ("real_aby3_check.py --out results/real_tuning/aby3_check.json", "n_train: 8"),
+    ("real_tuning_table.py --runs results/real_tuning/runs", "runs: results/real_tuning/runs"),
 ])
 def test_documented_command_composes_its_config(command, expected):
     import shlex
