@@ -55,6 +55,9 @@ _CONF_DIRS: dict[str, str | None] = {}  # config name -> its search path (None: 
 HYDRA_FLAGS = ("--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run",
                "--multirun", "--shell-completion", "--config-path", "--config-name",
                "--config-dir", "--experimental-rerun", "--info")
+# Hydra's flags that take a value (`--cfg job`, `-cn NAME`)
+HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                     "-cn", "--config-dir", "-cd", "--experimental-rerun", "--info", "-i")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,12 +103,16 @@ class ModelGroup:
     init_seed: int = 0
 
 
-def hydra_app(config_class: type, name: str) -> Callable:
+def hydra_app(config_class: type, name: str, positional: str | None = None) -> Callable:
     """Decorator making `fn(cfg: DictConfig)` the script's Hydra entry point.
 
-    Registers `config_class` in Hydra's ConfigStore as `name`, and returns `main(cfg=None)`:
-    called with a config (tests), it runs `fn(cfg)`; without, it translates legacy arguments
-    in sys.argv (`legacy_overrides`) and runs `fn` under `hydra.main`. The config groups under
+    Registers `config_class` in Hydra's ConfigStore as `name`, and returns
+    `main(cfg=None, argv=None)`: called with a config (tests), it runs `fn(cfg)`; with `argv`
+    (a command line as a list, tests), it runs `fn` on the config composed from it (legacy
+    arguments translated, `command_line()` = that line); with neither, it translates legacy
+    arguments in sys.argv (`legacy_overrides`) and runs `fn` under `hydra.main`.
+    `positional`: a list field that takes the bare arguments of an argparse form
+    (`x.py a.json b.json --out F` -> `records=[a.json,b.json] out=F`). The config groups under
     conf/ are searched only when the config's defaults name one (else a field called `model`
     would be read as the group)."""
     hints = typing.get_type_hints(config_class)
@@ -122,12 +129,20 @@ def hydra_app(config_class: type, name: str) -> Callable:
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable:
         @functools.wraps(fn)
-        def main(cfg: DictConfig | None = None):
+        def main(cfg: DictConfig | None = None, argv: list[str] | None = None):
+            global _ARGV
             if cfg is not None:
                 return fn(cfg)
-            global _ARGV
+            if argv is not None:
+                script = os.path.relpath(sys.modules[fn.__module__].__file__)
+                before, _ARGV = _ARGV, [script, *argv]
+                try:
+                    return fn(load_config(name, legacy_overrides(argv, config_class,
+                                                                 positional)))
+                finally:
+                    _ARGV = before
             _ARGV = list(sys.argv)
-            sys.argv = [sys.argv[0], *legacy_overrides(sys.argv[1:], config_class)]
+            sys.argv = [sys.argv[0], *legacy_overrides(sys.argv[1:], config_class, positional)]
             logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
             return hydra.main(version_base=None, config_path=_CONF_DIRS[name],
                               config_name=name)(fn)()
@@ -150,16 +165,26 @@ def load_config(name: str, overrides: Iterable[str] = ()) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
 
 
-def legacy_overrides(args: list[str], config_class: type) -> list[str]:
+def legacy_overrides(args: list[str], config_class: type,
+                     positional: str | None = None) -> list[str]:
     """`args` with every legacy `--key value` / `--flag` / `--key a b` naming a field of
-    `config_class` rewritten as a Hydra override (rule in the module docstring)."""
+    `config_class` rewritten as a Hydra override (rule in the module docstring); with
+    `positional` (a list field), the bare arguments (neither `-...`, `key=value` nor the value
+    of a flag) become `positional=[...]`."""
     hints = typing.get_type_hints(config_class)
-    out, i = [], 0
+    out, bare, i = [], [], 0
     while i < len(args):
         arg = args[i]
         key, eq, value = arg[2:].partition("=")
         key = key.replace("-", "_")
         i += 1
+        if arg in HYDRA_VALUE_FLAGS and i < len(args) and not args[i].startswith("-"):
+            out += [arg, args[i]]  # `--cfg job`: the value is Hydra's, not a positional
+            i += 1
+            continue
+        if positional and not arg.startswith("-") and not _is_override(arg):
+            bare.append(arg)
+            continue
         if not arg.startswith("--") or arg.partition("=")[0] in HYDRA_FLAGS:
             out.append(arg)
             continue
@@ -187,6 +212,8 @@ def legacy_overrides(args: list[str], config_class: type) -> list[str]:
             raise SystemExit(f"{arg}: expected one value, got {len(values)} ({values})")
         else:
             out.append(f"{key}={_hydra_value(values[0])}")
+    if bare:
+        out.insert(0, f"{positional}=[{','.join(_hydra_value(v) for v in bare)}]")
     return out
 
 
