@@ -108,17 +108,20 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
     """All records; `on_record(records)` after each one (so a crash keeps what was measured)."""
     import jax
 
-    from secfwt_jax.backend import PROTOCOLS, check_dealer, make_backend
+    from secfwt_jax.backend import PROTOCOLS, check_dealer, make_backend, protocol_capabilities
+    from secfwt_jax.backend.common import DEALER_PROTOCOLS
 
-    bad = [p for p in cfg.protocols if p not in PROTOCOLS or p == "plaintext"]
+    # the protocols whose backend runs an MPC program (plaintext does not: nothing to measure)
+    mpc = [p for p in PROTOCOLS if protocol_capabilities(p).mpc_program]
+    bad = [p for p in cfg.protocols if p not in mpc]
     if bad:
-        raise ValueError(f"unknown protocols {bad}; accepted: {', '.join(PROTOCOLS[1:])}")
+        raise ValueError(f"unknown protocols {bad}; accepted: {', '.join(mpc)}")
     if not bool(cfg.normalize_qk) and any(v["attention"] == "rfa" for v in variants(cfg)):
         print("WARNING: attention=rfa with normalize_qk=false: exp(|k|^2/2) is bounded only by "
               "the inputs and may leave the fixed-point range (docs/masked_trig.md); each secure "
               f"output is checked against plaintext (max_abs_err_limit {cfg.max_abs_err_limit})",
               file=sys.stderr, flush=True)
-    dealers = {p: check_dealer(p, cfg.get("dealer") if p == "semi2k" else None)
+    dealers = {p: check_dealer(p, cfg.get("dealer") if p in DEALER_PROTOCOLS else None)
                for p in cfg.protocols}  # before any work
     prepared = []
     for variant in variants(cfg):
