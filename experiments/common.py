@@ -505,6 +505,24 @@ def tiny_forward(batch: int, seq_len: int):
     return verbalizer_fn(cfg, [5, 6]), params, (embeds, mask, onehot, prompt)
 
 
+def interleaved_calls(backends: dict, fn, params, inputs: tuple, repeats: int,
+                      row: Callable) -> dict[str, list[dict]]:
+    """name -> [row(cost) per call]: `fn(params, *inputs)` compiled on every backend of
+    `backends` (name -> backend), the weights put once and one warm-up call each (compile
+    excluded), then `repeats` rounds calling every backend in turn (interleaved: a shared
+    machine's load hits all alike). The caller closes the backends."""
+    fns = {}
+    for name, be in backends.items():
+        fns[name] = (be.compile(fn), be.put(params))
+        fns[name][0](fns[name][1], *inputs)  # compile, warm up
+    runs = {name: [] for name in backends}
+    for _ in range(repeats):
+        for name, (f, h) in fns.items():
+            _, cost = f(h, *inputs)
+            runs[name].append(row(cost))
+    return runs
+
+
 def random_qkv(seq_len: int, heads: int = 12, head_dim: int = 64, seed: int = 0,
                init_std: float = 0.02):
     """q, k, v (1, heads, seq, head_dim) float32 of one attention layer, and mask (1, seq).
