@@ -235,7 +235,7 @@ def main(args) -> None:
     command = common.command_line()
     meta, setup = kernel_setup(args.kernel) if args.kernel else model_setup(args)
     path = os.path.join(args.out, "runs.json")
-    old = json.load(open(path)) if os.path.exists(path) else []
+    old = common.read_json(path, [])
     for protocol in args.protocols:
         t = time.perf_counter()
 

@@ -293,6 +293,14 @@ def write_json(path: str, obj) -> str:
     return write_text(path, json.dumps(obj, indent=1))
 
 
+def read_json(path: str, default=None):
+    """The JSON in `path`, or `default` when there is no such file (records a rerun extends)."""
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_outputs(directory: str, stem: str, obj, markdown: str | None = None,
                   cfg: DictConfig | None = None) -> None:
     """DIR/STEM.json (obj), DIR/STEM.md (markdown) and, with a config, DIR/STEM.config.yaml."""

@@ -84,7 +84,7 @@ def main(args):
                               dir=os.path.dirname(path)))
     rows = []
     cache_path = os.path.join(args.out, "zero_shot.json")
-    cache = json.load(open(cache_path)) if os.path.isfile(cache_path) else {}
+    cache = common.read_json(cache_path, {})
     reference = {}  # the exact model's zero-shot accuracy without truncation (max_len 64)
     for task, limit in sorted({(k[0], g["cfg"]["test_limit"]) for k, g in groups.items()}):
         key = f"{task} fot max_len=64 test_limit={limit}"
