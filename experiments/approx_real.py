@@ -23,27 +23,24 @@ subsampled (a seeded shuffle, `--n-test` per task) to keep the run bounded on a 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
-import shlex
-import sys
 import time
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from secfwt_jax import layers  # noqa: E402
-from secfwt_jax.backend import make_backend  # noqa: E402
-from secfwt_jax.config import LAYERNORMS  # noqa: E402
-from secfwt_jax.loading import load_pretrained, package_checkpoint_dir  # noqa: E402
-from secfwt_jax.model import RobertaMLM, position_ids  # noqa: E402
-from secfwt_jax.similarity import label_embedding_fn  # noqa: E402
-from secfwt_jax.tasks import load_split  # noqa: E402
-from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences  # noqa: E402
+from secfwt_jax import layers
+from secfwt_jax.backend import make_backend
+from secfwt_jax.config import LAYERNORMS
+from secfwt_jax.loading import load_pretrained, package_checkpoint_dir
+from secfwt_jax.model import RobertaMLM, position_ids
+from secfwt_jax.similarity import label_embedding_fn
+from secfwt_jax.tasks import load_split
+from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences
 
 # (name, ModelConfig overrides); rfa's cos/sin are the backend's own ("builtin"): the masked
 # trigonometry gives the same outputs up to fixed-point error (results/attention).
@@ -143,20 +140,26 @@ def centroids(emb, labels, num_labels):
     return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--n-test", type=int, default=300, help="test sentences per task")
-    ap.add_argument("--n-attn", type=int, default=16, help="sentences for the attention error")
-    ap.add_argument("--max-len", type=int, default=64)
-    ap.add_argument("--backends", nargs="+", default=["plaintext", "plaintext_fxp"])
-    ap.add_argument("--variants", nargs="*", default=None, help="names (default: all)")
-    ap.add_argument("--out", default="results/approx_real")
-    ap.add_argument("--name", default="approx_real", help="stem of the output files")
-    ap.add_argument("--from-log", default=None,
-                    help="rebuild the outputs from the records a run printed (a run stopped "
-                         "early); --run-command: that run's command line")
-    ap.add_argument("--run-command", default=None)
-    args = ap.parse_args(argv)
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The study's settings (legacy form: --n-test 64 --backends plaintext_fxp --variants ...)."""
+
+    n_test: int = 300  # test sentences per task
+    n_attn: int = 16  # sentences for the attention error
+    max_len: int = 64
+    backends: list[str] = dataclasses.field(
+        default_factory=lambda: ["plaintext", "plaintext_fxp"])
+    variants: list[str] | None = None  # names of VARIANTS, in the order to run (null: all)
+    out: str = "results/approx_real"
+    name: str = "approx_real"  # stem of the output files
+    # rebuild the outputs from the records a run printed (a run stopped early); run_command:
+    # that run's command line
+    from_log: str | None = None
+    run_command: str | None = None
+
+
+@common.hydra_app(Config, "approx_real")
+def main(args):
     if args.from_log:
         with open(args.from_log) as f:
             records = [json.loads(line) for line in f if line.startswith('{"backend"')]
@@ -230,7 +233,7 @@ def main(argv=None):
 
 
 def write_outputs(args, records):
-    command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
+    command = common.command_line()
     if args.from_log:
         command = f"{args.run_command}; rows rebuilt from the printed records by {command}"
     setting = dict(
@@ -241,9 +244,6 @@ def write_outputs(args, records):
         fxp="plaintext_fxp: FM64, 18 fraction bits (SPU default), emulated",
         machine="shared 2-core CPU (wall_s under load from other jobs)", command=command,
     )
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, args.name + ".json"), "w") as f:
-        json.dump({"setting": setting, "records": records}, f, indent=1)
     sizes = {t: records[0][t]["test_size"] for t in TASKS}
     lines = [
         f"Setting: all-MiniLM-L6-v2 (real weights), similarity head; SST-2 {args.n_test} of "
@@ -252,18 +252,18 @@ def write_outputs(args, records):
         f"task; centroids from the 16-shot split 16-13. Only one layer norm exists (exact; "
         f"config.LAYERNORMS = {LAYERNORMS}). Command: `{command}`",
         "",
-        "| backend | variant | attn rel. err SST-2 / AG | 1 - cos emb. SST-2 / AG | "
-        "zero-shot acc SST-2 / AG | 16-shot centroid acc SST-2 / AG |",
-        "|---|---|---|---|---|---|",
+        *common.markdown_table(
+            ["backend", "variant", "attn rel. err SST-2 / AG", "1 - cos emb. SST-2 / AG",
+             "zero-shot acc SST-2 / AG", "16-shot centroid acc SST-2 / AG"],
+            [[r["backend"], r["variant"],
+              f"{r['sst2']['attn_rel_err']:.3f} / {r['agnews']['attn_rel_err']:.3f}",
+              f"{r['sst2']['emb_err']:.4f} / {r['agnews']['emb_err']:.4f}",
+              f"{r['sst2']['zero_shot_acc']:.3f} / {r['agnews']['zero_shot_acc']:.3f}",
+              f"{r['sst2']['centroid_acc']:.3f} / {r['agnews']['centroid_acc']:.3f}"]
+             for r in records]),
     ]
-    for r in records:
-        s, a = r["sst2"], r["agnews"]
-        lines.append(
-            f"| {r['backend']} | {r['variant']} | {s['attn_rel_err']:.3f} / {a['attn_rel_err']:.3f}"
-            f" | {s['emb_err']:.4f} / {a['emb_err']:.4f} | {s['zero_shot_acc']:.3f} / "
-            f"{a['zero_shot_acc']:.3f} | {s['centroid_acc']:.3f} / {a['centroid_acc']:.3f} |")
-    with open(os.path.join(args.out, args.name + ".md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    common.write_outputs(args.out, args.name, {"setting": setting, "records": records},
+                         "\n".join(lines) + "\n")
     plot(records, os.path.join(args.out, args.name + ".png"))
 
 

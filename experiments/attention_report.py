@@ -10,7 +10,6 @@ every cell, an "ok" one when there is one), OUT/README.md (tables) and OUT/ablat
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import common
@@ -181,11 +180,7 @@ def main(args) -> None:
     protocols = [p for p in common.ATTENTION_PROTOCOLS if any(k[1] == p for k in cells)]
     seq_lens = sorted({k[2] for k in cells})
     common.write_json(os.path.join(args.out, "ablation.json"), [cells[k] for k in sorted(cells)])
-    trig_path = os.path.join(args.out, "trig.json")
-    trig = []
-    if os.path.exists(trig_path):
-        with open(trig_path) as f:
-            trig = json.load(f)
+    trig = common.read_json(os.path.join(args.out, "trig.json"), [])
     lines = report_lines(cells, trig, protocols, seq_lens)
     common.write_text(os.path.join(args.out, "README.md"), "\n".join(lines))
     plot(cells, protocols, seq_lens, os.path.join(args.out, "ablation.png"))

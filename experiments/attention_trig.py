@@ -140,10 +140,7 @@ def main(args) -> None:
         finally:
             be.close()
     path = os.path.join(args.out, "trig.json")
-    old = []
-    if os.path.exists(path):
-        with open(path) as f:
-            old = [r for r in json.load(f) if r["protocol"] not in args.protocols]
+    old = [r for r in common.read_json(path, []) if r["protocol"] not in args.protocols]
     common.write_json(path, old + records)
 
 

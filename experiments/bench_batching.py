@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from secfwt_jax import ModelConfig, init_params
 from secfwt_jax.backend import estimate_time, make_backend, protocol_label, sum_costs
+from secfwt_jax.backend.common import DEALER_PROTOCOLS
 from secfwt_jax.tasks.encode import Batch
 from secfwt_jax.tasks.planted import random_batch
 from secfwt_jax.tuning.evaluator import PromptEvaluator
@@ -90,7 +91,7 @@ def main(args: DictConfig) -> None:
     )
     records = []
     for protocol in args.protocols:
-        dealer = args.dealer if protocol == "semi2k" else None
+        dealer = args.dealer if protocol in DEALER_PROTOCOLS else None
         batched, separate, diff = measure(protocol, cfg, params, batch, prompts, [5, 6], dealer)
         b, s = row(batched), row(separate)
         records.append(dict(protocol=protocol, **({"dealer": dealer} if dealer else {}),

@@ -46,7 +46,7 @@ def main(args) -> None:
                 for name, t in (("servers_tcp", None), ("servers_tls", tls))}
     b, s = args.batch, args.seq_len
     f, params, (embeds, mask, onehot, prompt) = common.tiny_forward(b, s)
-    servers, backends, fns = {}, {}, {}
+    servers, backends = {}, {}
     try:
         for name, path in clusters.items():
             os.makedirs(f"{work}/{name}")
@@ -54,16 +54,11 @@ def main(args) -> None:
         backends["local_pipes"] = make_backend(args.protocol, mode="mp", timeout_s=120)
         for name, path in clusters.items():
             backends[name] = make_backend(args.protocol, mode="mp", timeout_s=120, cluster=path)
-        for name, be in backends.items():
-            fns[name] = (be.compile(f), be.put(params))
-            fns[name][0](fns[name][1], embeds, mask, onehot, prompt)  # compile, warm up
-        runs = {name: [] for name in backends}
-        for _ in range(args.repeats):  # interleaved: the machine's load hits all alike
-            for name, (fn, h) in fns.items():
-                _, cost = fn(h, embeds, mask, onehot, prompt)
-                runs[name].append(dict(wall_s=cost.wall_s, bytes_total=int(cost.bytes_total),
-                                       control_bytes=int(cost.input_share_bytes
-                                                         + cost.output_share_bytes)))
+        runs = common.interleaved_calls(
+            backends, f, params, (embeds, mask, onehot, prompt), args.repeats,
+            lambda cost: dict(wall_s=cost.wall_s, bytes_total=int(cost.bytes_total),
+                              control_bytes=int(cost.input_share_bytes
+                                                + cost.output_share_bytes)))
     finally:
         for be in backends.values():
             be.close()

@@ -96,50 +96,6 @@ def variants(cfg: DictConfig) -> list[dict]:
     return out
 
 
-def model_for(cfg: DictConfig, variant: dict):
-    """(ModelConfig, params, weights description) for the model group and a variant."""
-    over = dict(
-        attention=variant["attention"], rfa_trig=variant["rfa_trig"],
-        num_features=int(cfg.num_features), normalize_qk=bool(cfg.normalize_qk),
-    )
-    if variant["activation"]:
-        over["activation"] = variant["activation"]
-    layers = cfg.layers if cfg.layers is not None else cfg.model.layers
-    return common.build_model(cfg.model, int(cfg.seed), layers, **over)
-
-
-def make_inputs(cfg: DictConfig, config, params):
-    """Label words, and (embeds (B, S-L, H), mask, mask_onehot, prompt (P, L, H)) as numpy."""
-    rng = np.random.default_rng(int(cfg.seed))
-    prompt_len = int(cfg.prompt_len)
-    text_len = int(cfg.seq_len) - prompt_len
-    if text_len < 3:
-        raise ValueError(f"seq_len {cfg.seq_len} leaves {text_len} text tokens; need >= 3")
-    if int(cfg.seq_len) > config.max_seq_len:
-        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {config.max_seq_len}")
-    ids, mask, mask_onehot = common.random_examples(config, rng, int(cfg.batch), text_len)
-    embeds = common.embed_examples(config, params, ids, mask, prompt_len)
-    prompt = common.random_prompts(rng, int(cfg.prompts), prompt_len, config.hidden_size)
-    words = rng.choice(np.arange(3, config.vocab_size - 1), int(cfg.num_labels), replace=False)
-    return [int(w) for w in words], (embeds, mask, mask_onehot, prompt)
-
-
-def functions_for(config, words, backend, cfg):
-    """(secure function, its extra args, plaintext function, its extra args): the extra args
-    are one call's trig masks for a model with rfa_trig="masked" (identity masks in
-    plaintext), else ()."""
-    from secfwt_jax.backend import make_backend
-    from secfwt_jax.backend.masked_trig import call_trig_masks, model_ops
-    from secfwt_jax.model import verbalizer_fn
-
-    n_seq, seq_len = int(cfg.prompts) * int(cfg.batch), int(cfg.seq_len)
-    plain = make_backend("plaintext")
-    secure = verbalizer_fn(config, words, ops=model_ops(backend, config))
-    masks = call_trig_masks(backend, config, n_seq, seq_len)  # from os.urandom
-    plain_masks = call_trig_masks(plain, config, n_seq, seq_len)
-    return secure, masks, verbalizer_fn(config, words, ops=model_ops(plain, config)), plain_masks
-
-
 def same_tree(a, b) -> bool:
     import jax
 
@@ -152,22 +108,25 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
     """All records; `on_record(records)` after each one (so a crash keeps what was measured)."""
     import jax
 
-    from secfwt_jax.backend import PROTOCOLS, check_dealer, make_backend
+    from secfwt_jax.backend import PROTOCOLS, check_dealer, make_backend, protocol_capabilities
+    from secfwt_jax.backend.common import DEALER_PROTOCOLS
 
-    bad = [p for p in cfg.protocols if p not in PROTOCOLS or p == "plaintext"]
+    # the protocols whose backend runs an MPC program (plaintext does not: nothing to measure)
+    mpc = [p for p in PROTOCOLS if protocol_capabilities(p).mpc_program]
+    bad = [p for p in cfg.protocols if p not in mpc]
     if bad:
-        raise ValueError(f"unknown protocols {bad}; accepted: {', '.join(PROTOCOLS[1:])}")
+        raise ValueError(f"unknown protocols {bad}; accepted: {', '.join(mpc)}")
     if not bool(cfg.normalize_qk) and any(v["attention"] == "rfa" for v in variants(cfg)):
         print("WARNING: attention=rfa with normalize_qk=false: exp(|k|^2/2) is bounded only by "
               "the inputs and may leave the fixed-point range (docs/masked_trig.md); each secure "
               f"output is checked against plaintext (max_abs_err_limit {cfg.max_abs_err_limit})",
               file=sys.stderr, flush=True)
-    dealers = {p: check_dealer(p, cfg.get("dealer") if p == "semi2k" else None)
+    dealers = {p: check_dealer(p, cfg.get("dealer") if p in DEALER_PROTOCOLS else None)
                for p in cfg.protocols}  # before any work
     prepared = []
     for variant in variants(cfg):
-        config, params, weights = model_for(cfg, variant)
-        words, inputs = make_inputs(cfg, config, params)
+        config, params, weights = common.variant_model(cfg, variant)
+        words, inputs = common.query_inputs(cfg, config, params)
         prepared.append((variant, config, params, weights, words, inputs))
     records, refs = [], {}
     for protocol in cfg.protocols:
@@ -181,7 +140,7 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
                     t = time.perf_counter()
                     handle, put_params = be.put(params, owner="model"), params
                     put_s = time.perf_counter() - t
-                secure, extra, plain, plain_extra = functions_for(config, words, be, cfg)
+                secure, extra, plain, plain_extra = common.query_functions(config, words, be, cfg)
                 if i not in refs:
                     refs[i] = np.asarray(jax.jit(plain)(params, *inputs, *plain_extra))
                 fn = be.compile(secure)

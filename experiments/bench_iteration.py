@@ -55,6 +55,7 @@ import common
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from secfwt_jax.backend.common import DEALER_PROTOCOLS
 from secfwt_jax.costs import (
     DEFINITIONS,
     FLAT_ROUNDS,
@@ -76,7 +77,7 @@ class Config(common.AppConfig):
     iteration.json, iteration.md and plots in the run directory (hydra.run.dir) and in
     out_dir."""
 
-    defaults: list = dataclasses.field(
+    defaults: list[Any] = dataclasses.field(
         default_factory=common.hydra_defaults({"model": "roberta-large"}))
     hydra: Any = dataclasses.field(default_factory=common.hydra_settings(
         "outputs/bench_iteration/${now:%Y-%m-%d_%H-%M-%S}"))
@@ -252,7 +253,7 @@ def base_record(cfg, protocol, method, unit, population, config_layers) -> dict:
         prompt_len=0 if method.startswith("sft") else int(cfg.prompt_len), unit=unit,
         definition=DEFINITIONS[key], field=cfg.field, mode=cfg.mode,
         weights=f"random: init_params(seed={cfg.seed})", command=common.command_line(),
-        **({"dealer": cfg.get("dealer")} if protocol == "semi2k" else {}),
+        **({"dealer": cfg.get("dealer")} if protocol in DEALER_PROTOCOLS else {}),
     )
 
 
@@ -306,7 +307,8 @@ def run(cfg: DictConfig, on_record=None) -> list[dict]:
         def backend(protocol=protocol):
             return make_backend(protocol, mode=cfg.mode, field=cfg.field,
                                 fraction_bits=cfg.fraction_bits, timeout_s=float(cfg.timeout_s),
-                                dealer=cfg.get("dealer") if protocol == "semi2k" else None)
+                                dealer=cfg.get("dealer") if protocol in DEALER_PROTOCOLS
+                                else None)
 
         for method in cfg.methods:
             if method == "sft_update":

@@ -36,16 +36,10 @@ def main(args) -> None:
     f, params, (embeds, mask, onehot, prompt) = common.tiny_forward(b, s)
     backends = {name: make_backend(args.protocol, mode="mp", timeout_s=120, tls=t)
                 for name, t in (("tcp", None), ("tls", tls))}
-    fns = {}
     try:
-        for name, be in backends.items():
-            fns[name] = (be.compile(f), be.put(params))
-            fns[name][0](fns[name][1], embeds, mask, onehot, prompt)  # compile, warm up
-        runs = {name: [] for name in backends}
-        for _ in range(args.repeats):  # interleaved: the machine's load hits both alike
-            for name, (fn, h) in fns.items():
-                _, cost = fn(h, embeds, mask, onehot, prompt)
-                runs[name].append(dict(wall_s=cost.wall_s, bytes_total=int(cost.bytes_total)))
+        runs = common.interleaved_calls(
+            backends, f, params, (embeds, mask, onehot, prompt), args.repeats,
+            lambda cost: dict(wall_s=cost.wall_s, bytes_total=int(cost.bytes_total)))
     finally:
         for be in backends.values():
             be.close()

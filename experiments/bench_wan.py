@@ -22,16 +22,13 @@ is its real listener and whose entry for party s is the relay's port for the rou
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
-import shlex
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common
 
 VIEWS_ENV = "SECFWT_WAN_VIEWS"  # json {own listen address: [address of party 0, 1, ...]}
 
@@ -79,11 +76,11 @@ def relayed_backend(protocol: str, timeout_s: float):
 def model_and_inputs(args):
     """(cfg, config, params, words, inputs): the query of `args.method` (default secfwt: rfa
     attention with the masked cos/sin, gelu_puma, normalize_qk; fot_puma: the exact forward with
-    PUMA's softmax and GeLU) with random weights, via bench_forward's helpers."""
-    from bench_forward import make_inputs, model_for
+    PUMA's softmax and GeLU) with random weights, built as bench_forward builds its query
+    (common.variant_model, common.query_inputs)."""
     from omegaconf import OmegaConf
 
-    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+    conf = common.CONF_DIR
     model = OmegaConf.load(os.path.join(conf, "model", f"{args.model}.yaml"))
     method = OmegaConf.load(os.path.join(conf, "method", f"{args.method}.yaml"))
     cfg = OmegaConf.create(dict(
@@ -94,19 +91,17 @@ def model_and_inputs(args):
     ))
     variant = dict(attention=method.attention, activation=method.activation,
                    rfa_trig=method.get("rfa_trig", "builtin"))
-    config, params, _ = model_for(cfg, variant)
-    words, inputs = make_inputs(cfg, config, params)
+    config, params, _ = common.variant_model(cfg, variant)
+    words, inputs = common.query_inputs(cfg, config, params)
     return cfg, config, params, words, inputs
 
 
 def model_setup(args):
     """(record fields, setup(backend) -> call): one SecFwT query of the model."""
-    from bench_forward import functions_for
-
     cfg, config, params, words, inputs = model_and_inputs(args)
 
     def setup(be):
-        secure, extra, _, _ = functions_for(config, words, be, cfg)
+        secure, extra, _, _ = common.query_functions(config, words, be, cfg)
         fn = be.compile(secure)
         handle = be.put(params, owner="model")
         fn.precompile(handle, *inputs, *extra)
@@ -210,32 +205,37 @@ def summary(protocol, meta, args, shapes, cost_rec, runs, repeats) -> dict:
     )
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--layers", type=int, default=None)
-    ap.add_argument("--seq-len", type=int, default=16)
-    ap.add_argument("--prompt-len", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--prompts", type=int, default=1, help="candidate prompts in one call")
-    ap.add_argument("--method", default="secfwt")
-    ap.add_argument("--kernel", default=None, choices=sorted(KERNELS),
-                    help="time this small kernel instead of the model's query")
-    ap.add_argument("--protocols", nargs="+", default=["aby3", "cheetah"])
-    ap.add_argument("--shapes", nargs="+", default=["1ms", "10ms_1gbps", "40ms_200mbps"])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--timeout-s", type=float, default=300.0)
-    ap.add_argument("--out", default="results/wan")
-    args = ap.parse_args(argv)
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The benchmark's settings (legacy form: --model tiny --protocols aby3 cheetah)."""
+
+    model: str = "tiny"  # a conf/model/*.yaml preset
+    layers: int | None = None  # override the preset's encoder layers
+    seq_len: int = 16
+    prompt_len: int = 4
+    batch: int = 4
+    prompts: int = 1  # candidate prompts in one call
+    method: str = "secfwt"  # a conf/method/*.yaml
+    kernel: str | None = None  # time this small kernel (KERNELS) instead of the model's query
+    protocols: list[str] = dataclasses.field(default_factory=lambda: ["aby3", "cheetah"])
+    shapes: list[str] = dataclasses.field(
+        default_factory=lambda: ["1ms", "10ms_1gbps", "40ms_200mbps"])  # SHAPES
+    repeats: int = 3
+    timeout_s: float = 300.0
+    out: str = "results/wan"
+
+
+@common.hydra_app(Config, "bench_wan")
+def main(args) -> None:
     bad = [s for s in args.shapes if s not in SHAPES]
     if bad:
         raise ValueError(f"unknown shapes {bad}; accepted: {', '.join(SHAPES)}")
-    command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
+    if args.kernel is not None and args.kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {args.kernel!r}; accepted: {', '.join(sorted(KERNELS))}")
+    command = common.command_line()
     meta, setup = kernel_setup(args.kernel) if args.kernel else model_setup(args)
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "runs.json")
-    old = json.load(open(path)) if os.path.exists(path) else []
+    old = common.read_json(path, [])
     for protocol in args.protocols:
         t = time.perf_counter()
 
@@ -244,10 +244,9 @@ def main(argv=None) -> None:
                        machine="one shared 2-core machine (other helpers' jobs running); mp "
                                "mode, one process per party, relay in the controller process",
                        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-            with open(path, "w") as fh:
-                json.dump(old + [rec], fh, indent=1)
+            common.write_json(path, old + [rec])
 
-        rec = run_protocol(protocol, args, args.shapes, meta, setup, save)
+        rec = run_protocol(protocol, args, list(args.shapes), meta, setup, save)
         save(rec)
         old.append(rec)
         print(json.dumps(rec["median_wall_s"]), flush=True)

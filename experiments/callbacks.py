@@ -74,8 +74,7 @@ class SummaryTable(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = config.hydra.sweep.dir
         table = summary_table(sweep_dir)
-        with open(os.path.join(sweep_dir, "summary.md"), "w") as f:
-            f.write(table + "\n")
+        common.write_text(os.path.join(sweep_dir, "summary.md"), table + "\n")
         print(table, flush=True)
         failed = failed_jobs(sweep_dir)
         if failed:

@@ -55,6 +55,9 @@ _CONF_DIRS: dict[str, str | None] = {}  # config name -> its search path (None: 
 HYDRA_FLAGS = ("--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run",
                "--multirun", "--shell-completion", "--config-path", "--config-name",
                "--config-dir", "--experimental-rerun", "--info")
+# Hydra's flags that take a value (`--cfg job`, `-cn NAME`)
+HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                     "-cn", "--config-dir", "-cd", "--experimental-rerun", "--info", "-i")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,12 +103,16 @@ class ModelGroup:
     init_seed: int = 0
 
 
-def hydra_app(config_class: type, name: str) -> Callable:
+def hydra_app(config_class: type, name: str, positional: str | None = None) -> Callable:
     """Decorator making `fn(cfg: DictConfig)` the script's Hydra entry point.
 
-    Registers `config_class` in Hydra's ConfigStore as `name`, and returns `main(cfg=None)`:
-    called with a config (tests), it runs `fn(cfg)`; without, it translates legacy arguments
-    in sys.argv (`legacy_overrides`) and runs `fn` under `hydra.main`. The config groups under
+    Registers `config_class` in Hydra's ConfigStore as `name`, and returns
+    `main(cfg=None, argv=None)`: called with a config (tests), it runs `fn(cfg)`; with `argv`
+    (a command line as a list, tests), it runs `fn` on the config composed from it (legacy
+    arguments translated, `command_line()` = that line); with neither, it translates legacy
+    arguments in sys.argv (`legacy_overrides`) and runs `fn` under `hydra.main`.
+    `positional`: a list field that takes the bare arguments of an argparse form
+    (`x.py a.json b.json --out F` -> `records=[a.json,b.json] out=F`). The config groups under
     conf/ are searched only when the config's defaults name one (else a field called `model`
     would be read as the group)."""
     hints = typing.get_type_hints(config_class)
@@ -122,12 +129,20 @@ def hydra_app(config_class: type, name: str) -> Callable:
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable:
         @functools.wraps(fn)
-        def main(cfg: DictConfig | None = None):
+        def main(cfg: DictConfig | None = None, argv: list[str] | None = None):
+            global _ARGV
             if cfg is not None:
                 return fn(cfg)
-            global _ARGV
+            if argv is not None:
+                script = os.path.relpath(sys.modules[fn.__module__].__file__)
+                before, _ARGV = _ARGV, [script, *argv]
+                try:
+                    return fn(load_config(name, legacy_overrides(argv, config_class,
+                                                                 positional)))
+                finally:
+                    _ARGV = before
             _ARGV = list(sys.argv)
-            sys.argv = [sys.argv[0], *legacy_overrides(sys.argv[1:], config_class)]
+            sys.argv = [sys.argv[0], *legacy_overrides(sys.argv[1:], config_class, positional)]
             logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
             return hydra.main(version_base=None, config_path=_CONF_DIRS[name],
                               config_name=name)(fn)()
@@ -150,16 +165,26 @@ def load_config(name: str, overrides: Iterable[str] = ()) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
 
 
-def legacy_overrides(args: list[str], config_class: type) -> list[str]:
+def legacy_overrides(args: list[str], config_class: type,
+                     positional: str | None = None) -> list[str]:
     """`args` with every legacy `--key value` / `--flag` / `--key a b` naming a field of
-    `config_class` rewritten as a Hydra override (rule in the module docstring)."""
+    `config_class` rewritten as a Hydra override (rule in the module docstring); with
+    `positional` (a list field), the bare arguments (neither `-...`, `key=value` nor the value
+    of a flag) become `positional=[...]`."""
     hints = typing.get_type_hints(config_class)
-    out, i = [], 0
+    out, bare, i = [], [], 0
     while i < len(args):
         arg = args[i]
         key, eq, value = arg[2:].partition("=")
         key = key.replace("-", "_")
         i += 1
+        if arg in HYDRA_VALUE_FLAGS and i < len(args) and not args[i].startswith("-"):
+            out += [arg, args[i]]  # `--cfg job`: the value is Hydra's, not a positional
+            i += 1
+            continue
+        if positional and not arg.startswith("-") and not _is_override(arg):
+            bare.append(arg)
+            continue
         if not arg.startswith("--") or arg.partition("=")[0] in HYDRA_FLAGS:
             out.append(arg)
             continue
@@ -175,7 +200,7 @@ def legacy_overrides(args: list[str], config_class: type) -> list[str]:
             values = ["true"]
         else:
             values = []
-            while i < len(args) and not (args[i].startswith("--") or "=" in args[i]):
+            while i < len(args) and not (args[i].startswith("--") or _is_override(args[i])):
                 values.append(args[i])
                 i += 1
                 if kind != "list":
@@ -187,6 +212,8 @@ def legacy_overrides(args: list[str], config_class: type) -> list[str]:
             raise SystemExit(f"{arg}: expected one value, got {len(values)} ({values})")
         else:
             out.append(f"{key}={_hydra_value(values[0])}")
+    if bare:
+        out.insert(0, f"{positional}=[{','.join(_hydra_value(v) for v in bare)}]")
     return out
 
 
@@ -203,6 +230,12 @@ def peek_argument(key: str, argv: list[str] | None = None) -> str | None:
             if a.startswith(prefix):
                 return a[len(prefix):]
     return None
+
+
+def _is_override(arg: str) -> bool:
+    """Whether `arg` reads as a Hydra `key=value` override (a dotted key, then "="), not as a
+    legacy value that merely contains "=" (e.g. 'rfa M=64')."""
+    return re.match(r"[+~]{0,2}[\w.@/\-]+=", arg) is not None
 
 
 def _field_kind(hint) -> str:
@@ -258,6 +291,14 @@ def write_text(path: str, text: str) -> str:
 def write_json(path: str, obj) -> str:
     """`obj` as JSON (indent 1, the house format of results/) to `path`; returns the path."""
     return write_text(path, json.dumps(obj, indent=1))
+
+
+def read_json(path: str, default=None):
+    """The JSON in `path`, or `default` when there is no such file (records a rerun extends)."""
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
 
 
 def write_outputs(directory: str, stem: str, obj, markdown: str | None = None,
@@ -348,6 +389,56 @@ def build_model(model, seed: int, layers: int | None = None, **overrides):
     return config, init_params(config, seed=int(seed)), weights
 
 
+def variant_model(cfg, variant: dict):
+    """(ModelConfig, params, weights description) for a query config `cfg` (fields model,
+    layers, seed, num_features, normalize_qk) and a variant {attention, activation (None: the
+    model's), rfa_trig}: the model group's preset or checkpoint with the variant's layer."""
+    over = dict(
+        attention=variant["attention"], rfa_trig=variant["rfa_trig"],
+        num_features=int(cfg.num_features), normalize_qk=bool(cfg.normalize_qk),
+    )
+    if variant["activation"]:
+        over["activation"] = variant["activation"]
+    layers = cfg.layers if cfg.layers is not None else cfg.model.layers
+    return build_model(cfg.model, int(cfg.seed), layers, **over)
+
+
+def query_inputs(cfg, config, params):
+    """Label words, and (embeds (B, S-L, H), mask, mask_onehot, prompt (P, L, H)) as numpy for
+    a query config `cfg` (seed, batch, prompts, prompt_len, seq_len = S including the L prompt
+    tokens, num_labels): random examples and prompts from `cfg.seed`, C random label words."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(cfg.seed))
+    prompt_len = int(cfg.prompt_len)
+    text_len = int(cfg.seq_len) - prompt_len
+    if text_len < 3:
+        raise ValueError(f"seq_len {cfg.seq_len} leaves {text_len} text tokens; need >= 3")
+    if int(cfg.seq_len) > config.max_seq_len:
+        raise ValueError(f"seq_len {cfg.seq_len} exceeds the model's {config.max_seq_len}")
+    ids, mask, mask_onehot = random_examples(config, rng, int(cfg.batch), text_len)
+    embeds = embed_examples(config, params, ids, mask, prompt_len)
+    prompt = random_prompts(rng, int(cfg.prompts), prompt_len, config.hidden_size)
+    words = rng.choice(np.arange(3, config.vocab_size - 1), int(cfg.num_labels), replace=False)
+    return [int(w) for w in words], (embeds, mask, mask_onehot, prompt)
+
+
+def query_functions(config, words, backend, cfg):
+    """(secure function, its extra args, plaintext function, its extra args) of one query, the
+    verbalizer logits: the extra args are one call's trig masks for a model with
+    rfa_trig="masked" (identity masks in plaintext), else ()."""
+    from secfwt_jax.backend import make_backend
+    from secfwt_jax.backend.masked_trig import call_trig_masks, model_ops
+    from secfwt_jax.model import verbalizer_fn
+
+    n_seq, seq_len = int(cfg.prompts) * int(cfg.batch), int(cfg.seq_len)
+    plain = make_backend("plaintext")
+    secure = verbalizer_fn(config, words, ops=model_ops(backend, config))
+    masks = call_trig_masks(backend, config, n_seq, seq_len)  # from os.urandom
+    plain_masks = call_trig_masks(plain, config, n_seq, seq_len)
+    return secure, masks, verbalizer_fn(config, words, ops=model_ops(plain, config)), plain_masks
+
+
 def random_examples(config, rng, batch: int, text_len: int, padded: bool = False):
     """Random token ids (batch, text_len) with their masks, numpy:
     (ids int32, attention mask int32, mask_onehot float32 (1 at the <mask> token)).
@@ -420,6 +511,24 @@ def tiny_forward(batch: int, seq_len: int):
     onehot[:, 1] = 1
     prompt = random_prompts(rng, 1, 2, cfg.hidden_size)
     return verbalizer_fn(cfg, [5, 6]), params, (embeds, mask, onehot, prompt)
+
+
+def interleaved_calls(backends: dict, fn, params, inputs: tuple, repeats: int,
+                      row: Callable) -> dict[str, list[dict]]:
+    """name -> [row(cost) per call]: `fn(params, *inputs)` compiled on every backend of
+    `backends` (name -> backend), the weights put once and one warm-up call each (compile
+    excluded), then `repeats` rounds calling every backend in turn (interleaved: a shared
+    machine's load hits all alike). The caller closes the backends."""
+    fns = {}
+    for name, be in backends.items():
+        fns[name] = (be.compile(fn), be.put(params))
+        fns[name][0](fns[name][1], *inputs)  # compile, warm up
+    runs = {name: [] for name in backends}
+    for _ in range(repeats):
+        for name, (f, h) in fns.items():
+            _, cost = f(h, *inputs)
+            runs[name].append(row(cost))
+    return runs
 
 
 def random_qkv(seq_len: int, heads: int = 12, head_dim: int = 64, seed: int = 0,

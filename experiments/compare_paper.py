@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import common
 from omegaconf import DictConfig
@@ -30,8 +29,6 @@ from omegaconf import DictConfig
 from secfwt_jax.costs import composition_check, load_records
 from secfwt_jax.costs.paper import paper_markdown, paper_rows
 from secfwt_jax.costs.report import composition_markdown
-
-_TYPED: list[str] | None = None  # the command line as typed (positional records), for the table
 
 
 @dataclasses.dataclass
@@ -45,22 +42,9 @@ class Config(common.AppConfig):
     check_composition: bool = False
 
 
-def legacy_args(args: list[str]) -> list[str]:
-    """The positional iteration.json paths of the argparse form (anywhere but after --out) as
-    `--records a b`."""
-    paths, rest, i = [], [], 0
-    while i < len(args):
-        if args[i] == "--out":
-            rest += args[i:i + 2]
-            i += 2
-            continue
-        (rest if args[i].startswith("-") or "=" in args[i] else paths).append(args[i])
-        i += 1
-    return (["--records", *paths] if paths else []) + rest
-
-
-def run(cfg: DictConfig, command: str) -> None:
+def run(cfg: DictConfig) -> None:
     """The table (or the composition check) printed, and written to cfg.out (.md and .json)."""
+    command = common.command_line()  # as typed (legacy or positional form)
     if not cfg.records:
         raise ValueError("compare_paper needs records=[iteration.json, ...]")
     records = load_records(cfg.records)
@@ -77,19 +61,10 @@ def run(cfg: DictConfig, command: str) -> None:
         common.write_json(os.path.splitext(cfg.out)[0] + ".json", table)
 
 
-def cli(argv: list[str]) -> None:
-    """Run on a command line given as a list (tests), legacy form or overrides."""
-    overrides = common.legacy_overrides(legacy_args(argv), Config)
-    run(common.load_config("compare_paper", overrides),
-        common.command_line(["experiments/compare_paper.py", *argv]))
-
-
-@common.hydra_app(Config, "compare_paper")
+@common.hydra_app(Config, "compare_paper", positional="records")
 def main(cfg: DictConfig) -> None:
-    run(cfg, common.command_line(_TYPED))
+    run(cfg)
 
 
 if __name__ == "__main__":
-    _TYPED = list(sys.argv)
-    sys.argv = [sys.argv[0], *legacy_args(sys.argv[1:])]
     main()

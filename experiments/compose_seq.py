@@ -27,7 +27,7 @@ the ABY3 measurement at 128.
         [--methods fot_secfwt] [--units query] [--check measured_at_target.json]
     python experiments/compose_seq.py 'records=[a.json,b.json]' seq=128 degree=1 out=DIR
 
-(A Hydra app: the argparse form above, as recorded in results/, still works: leading paths are
+(A Hydra app: the argparse form above, as recorded in results/, still works: bare paths are
 `records`, `--key value` is `key=value`.)
 
 Records used: per (protocol, method, unit), the one with the most layers at each seq_len (the
@@ -45,15 +45,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import common
 from omegaconf import DictConfig
 
 from secfwt_jax.costs import compose_seq, load_records, seq_check, with_sft
 from secfwt_jax.costs.report import composition_markdown, write_iteration
-
-_TYPED: list[str] | None = None  # the command line as typed (positional records), for records
 
 
 @dataclasses.dataclass
@@ -77,14 +74,9 @@ class Config(common.AppConfig):
     check: list[str] = dataclasses.field(default_factory=list)  # records at `seq` to check
 
 
-def legacy_args(args: list[str]) -> list[str]:
-    """The leading positional iteration.json paths (the argparse form) as `--records a b`."""
-    n = next((i for i, a in enumerate(args) if a.startswith("-") or "=" in a), len(args))
-    return ["--records", *args[:n], *args[n:]] if n else list(args)
-
-
-def run(cfg: DictConfig, command: str) -> None:
+def run(cfg: DictConfig) -> None:
     """Compose, write iteration.json/.md and plots to cfg.out, and the check if asked."""
+    command = common.command_line()  # as typed (legacy or positional form)
     missing = [k for k in ("seq", "degree", "out") if cfg[k] is None] + (
         [] if cfg.records else ["records"])
     if missing:
@@ -122,19 +114,10 @@ def run(cfg: DictConfig, command: str) -> None:
         print(text)
 
 
-def cli(argv: list[str]) -> None:
-    """Run on a command line given as a list (tests), legacy form or overrides."""
-    overrides = common.legacy_overrides(legacy_args(argv), Config)
-    run(common.load_config("compose_seq", overrides),
-        common.command_line(["experiments/compose_seq.py", *argv]))
-
-
-@common.hydra_app(Config, "compose_seq")
+@common.hydra_app(Config, "compose_seq", positional="records")
 def main(cfg: DictConfig) -> None:
-    run(cfg, common.command_line(_TYPED))
+    run(cfg)
 
 
 if __name__ == "__main__":
-    _TYPED = list(sys.argv)
-    sys.argv = [sys.argv[0], *legacy_args(sys.argv[1:])]
     main()

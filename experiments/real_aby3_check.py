@@ -16,38 +16,39 @@ training and test sentences, truncated to max_len tokens.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import os
-import shlex
-import sys
 import time
 
+import common
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from secfwt_jax.backend import make_backend  # noqa: E402
-from secfwt_jax.loading import load_pretrained, package_checkpoint_dir  # noqa: E402
-from secfwt_jax.tasks import load_split  # noqa: E402
-from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences  # noqa: E402
-from secfwt_jax.tuning.evaluator import candidate_losses  # noqa: E402
-from secfwt_jax.tuning.loop import Tuner, TuningConfig, tuning_projection  # noqa: E402
-from secfwt_jax.tuning.projection import prompts_from_z  # noqa: E402
-from secfwt_jax.tuning.similarity_evaluator import SimilarityEvaluator  # noqa: E402
+from secfwt_jax.backend import make_backend
+from secfwt_jax.loading import load_pretrained, package_checkpoint_dir
+from secfwt_jax.tasks import load_split
+from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences
+from secfwt_jax.tuning.evaluator import candidate_losses
+from secfwt_jax.tuning.loop import Tuner, TuningConfig, tuning_projection
+from secfwt_jax.tuning.projection import prompts_from_z
+from secfwt_jax.tuning.similarity_evaluator import SimilarityEvaluator
 
 METHOD = dict(attention="softmax_puma", activation="gelu_puma")  # method=fot_puma
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--n-train", type=int, default=8)
-    ap.add_argument("--n-test", type=int, default=16)
-    ap.add_argument("--max-len", type=int, default=24)
-    ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--out", default="results/real_tuning/aby3_check.json")
-    args = ap.parse_args(argv)
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The check's settings (legacy form: --out results/real_tuning/aby3_check.json)."""
+
+    n_train: int = 8
+    n_test: int = 16
+    max_len: int = 24
+    seed: int = 13
+    out: str = "results/real_tuning/aby3_check.json"  # the record (a file, not a folder)
+
+
+@common.hydra_app(Config, "real_aby3_check")
+def main(args):
     from transformers import AutoTokenizer
 
     directory = package_checkpoint_dir()
@@ -72,7 +73,7 @@ def main(argv=None):
         tuning=dict(popsize=cfg.popsize, budget=cfg.budget, intrinsic_dim=cfg.intrinsic_dim,
                     prompt_len=cfg.prompt_len, seed=cfg.seed),
         field="FM64, 18 fraction bits", machine="shared 2-core CPU, SPU simulator",
-        command="python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])))
+        command=common.command_line()))
     with make_backend("plaintext_fxp", field="FM64") as backend:
         tuner = Tuner(cfg, backend, config, params, None, descriptions=desc, progress=False)
         summary = tuner.run(train)
@@ -107,9 +108,7 @@ def main(argv=None):
                          entries=int(diff.size), within_1e_2=bool(diff.max() <= 1e-2),
                          **{k: v.tolist() for k, v in scores.items()})
     print(json.dumps({k: v for k, v in out["scores"].items() if k not in scores}))
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    common.write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -7,28 +7,26 @@ the seeds found. Writes results/real_tuning/real_tuning.{json,md}; zero-shot acc
 kept in results/real_tuning/zero_shot.json (computed once per task, method, max_len, test_limit).
 
     python experiments/real_tuning_table.py --runs results/real_tuning/runs
+    python experiments/real_tuning_table.py runs=results/real_tuning/runs
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import glob
 import json
 import os
-import shlex
-import sys
 
+import common
 import jax
 import numpy as np
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from secfwt_jax.loading import load_pretrained, package_checkpoint_dir  # noqa: E402
-from secfwt_jax.model import position_ids  # noqa: E402
-from secfwt_jax.similarity import label_embedding_fn  # noqa: E402
-from secfwt_jax.tasks import load_split  # noqa: E402
-from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences  # noqa: E402
+from secfwt_jax.loading import load_pretrained, package_checkpoint_dir
+from secfwt_jax.model import position_ids
+from secfwt_jax.similarity import label_embedding_fn
+from secfwt_jax.tasks import load_split
+from secfwt_jax.tasks.sentences import encode_descriptions, encode_sentences
 
 VARIANT_KEYS = ("attention", "activation", "num_features", "feature_kind", "normalize_qk")
 
@@ -57,11 +55,16 @@ def zero_shot(task, method_cfg, max_len, test_limit, tokenizer, model_dir):
     return float(np.mean(pred == batch.labels)), len(test)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", default="results/real_tuning/runs")
-    ap.add_argument("--out", default="results/real_tuning")
-    args = ap.parse_args(argv)
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The table's inputs (legacy form: --runs results/real_tuning/runs)."""
+
+    runs: str = "results/real_tuning/runs"  # one run directory per (task, method, seed)
+    out: str = "results/real_tuning"
+
+
+@common.hydra_app(Config, "real_tuning_table")
+def main(args):
     from transformers import AutoTokenizer
 
     model_dir = package_checkpoint_dir()
@@ -81,7 +84,7 @@ def main(argv=None):
                               dir=os.path.dirname(path)))
     rows = []
     cache_path = os.path.join(args.out, "zero_shot.json")
-    cache = json.load(open(cache_path)) if os.path.isfile(cache_path) else {}
+    cache = common.read_json(cache_path, {})
     reference = {}  # the exact model's zero-shot accuracy without truncation (max_len 64)
     for task, limit in sorted({(k[0], g["cfg"]["test_limit"]) for k, g in groups.items()}):
         key = f"{task} fot max_len=64 test_limit={limit}"
@@ -96,9 +99,7 @@ def main(argv=None):
         if key not in cache:
             cache[key] = zero_shot(task, cfg["method"], int(cfg["task"]["max_len"]),
                                    cfg["test_limit"], tokenizer, model_dir)
-            os.makedirs(args.out, exist_ok=True)
-            with open(cache_path, "w") as f:
-                json.dump(cache, f, indent=1)
+            common.write_json(cache_path, cache)
         zs, n_test = cache[key]
         tests = np.array([r["test"] for r in g["runs"]])
         rows.append(dict(
@@ -113,28 +114,21 @@ def main(argv=None):
             prompt_len=int(cfg["prompt_len"]), mean_wall_s=float(np.mean(
                 [r["wall_s"] for r in g["runs"]])), runs=g["runs"]))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "runs"}), flush=True)
-    command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "real_tuning.json"), "w") as f:
-        json.dump(dict(command=command, rows=rows), f, indent=1)
-    lines = [
-        "| task | method (layers) | protocol | test n | max_len | zero-shot (no prompt) | "
-        "exact zero-shot, max_len 64 | tuned, mean +- std | seeds | budget (popsize x gens) | "
-        "mean wall s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        v = r["variants"]
-        std = "" if r["tuned_test_std"] is None else f" +- {r['tuned_test_std']:.4f}"
-        lines.append(
-            f"| {r['task']} | {r['method']} ({v['attention']}, {v['activation']}) | "
-            f"{r['protocol']} | {r['n_test']} | {r['max_len']} | {r['zero_shot_test']:.4f} | "
-            f"{r['exact_zero_shot_max_len_64']:.4f} | "
-            f"{r['tuned_test_mean']:.4f}{std} | {len(r['seeds'])} | {r['budget']} "
-            f"({r['popsize']} x {r['budget'] // r['popsize']}) | {r['mean_wall_s']:.0f} |")
+    command = common.command_line()
+    lines = common.markdown_table(
+        ["task", "method (layers)", "protocol", "test n", "max_len", "zero-shot (no prompt)",
+         "exact zero-shot, max_len 64", "tuned, mean +- std", "seeds",
+         "budget (popsize x gens)", "mean wall s / run"],
+        [[r["task"], f"{r['method']} ({r['variants']['attention']}, "
+          f"{r['variants']['activation']})", r["protocol"], r["n_test"], r["max_len"],
+          f"{r['zero_shot_test']:.4f}", f"{r['exact_zero_shot_max_len_64']:.4f}",
+          f"{r['tuned_test_mean']:.4f}"
+          + ("" if r["tuned_test_std"] is None else f" +- {r['tuned_test_std']:.4f}"),
+          len(r["seeds"]), f"{r['budget']} ({r['popsize']} x {r['budget'] // r['popsize']})",
+          f"{r['mean_wall_s']:.0f}"] for r in rows])
     lines += ["", f"Aggregated by `{command}`; each run's command is in its summary.json."]
-    with open(os.path.join(args.out, "real_tuning.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    common.write_outputs(args.out, "real_tuning", dict(command=command, rows=rows),
+                         "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

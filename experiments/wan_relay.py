@@ -1,5 +1,6 @@
 """A TCP relay that puts a chosen one-way latency and bandwidth between SPU parties (benchmarks
-only; this kernel has no netem). Used by experiments/bench_wan.py.
+only; this kernel has no netem). Used by experiments/bench_wan.py; a toolkit module of
+experiments/ (no command-line entry; its self-test is tests/test_network.py's relay test).
 
 Every directed party pair r -> s gets its own route: the relay listens on a port that party r
 is told is party s's address, and forwards each accepted connection to s's real listener. Both
@@ -36,7 +37,6 @@ import collections
 import dataclasses
 import socket
 import threading
-import time
 
 CHUNK = 1 << 16
 
@@ -230,50 +230,3 @@ class Relay:
             pass
         finally:
             writer.close()
-
-
-def self_test(n_bytes: int = 3 << 20, latency_s: float = 0.02, bw: float = 200e6) -> dict:
-    """Echo through the relay: bytes identical, one round trip >= 2 latencies, a bulk transfer
-    no faster than the bandwidth. Returns what it measured."""
-    import os
-
-    payload = os.urandom(n_bytes)
-    echo_port, relay_port = free_port(), free_port()
-    srv = socket.create_server(("127.0.0.1", echo_port))
-
-    def echo():
-        conn, _ = srv.accept()
-        with conn:
-            got = 0
-            while got < n_bytes + 1:
-                b = conn.recv(1 << 16)
-                if not b:
-                    break
-                got += len(b)
-                conn.sendall(b)
-
-    threading.Thread(target=echo, daemon=True).start()
-    relay = Relay([(relay_port, echo_port, 0, 1)], 2)
-    relay.set_shape(Shape("test", latency_s, bw))
-    try:
-        with socket.create_connection(("127.0.0.1", relay_port)) as c:
-            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = time.perf_counter()
-            c.sendall(b"x")
-            first = c.recv(1)
-            rtt = time.perf_counter() - t
-            t = time.perf_counter()
-            threading.Thread(target=c.sendall, args=(payload,), daemon=True).start()
-            back = bytearray()
-            while len(back) < n_bytes:
-                back += c.recv(1 << 20)
-            bulk = time.perf_counter() - t
-    finally:
-        relay.close()
-        srv.close()
-    return {"echo_ok": first == b"x" and bytes(back) == payload, "rtt_s": rtt,
-            "bulk_s": bulk, "bulk_min_s": 8 * n_bytes / bw + 2 * latency_s}
-
-
-if __name__ == "__main__":
-    print(self_test())

@@ -1,6 +1,7 @@
 """Measured vs modelled WAN wall time, from experiments/bench_wan.py's runs.json files.
 
     python experiments/wan_report.py --runs results/wan/runs.json results/wan/v2/runs.json ...
+    python experiments/wan_report.py 'runs=[results/wan/runs.json,results/wan/v2/runs.json]'
 
 Writes OUT/wan.json and OUT/wan.md. For every model run and validated setting (10 ms / 1 Gbps,
 40 ms / 200 Mbps) it sets the measured median wall time beside
@@ -15,14 +16,11 @@ times it is compared with.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import os
-import shlex
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common
 
 
 def cost_stub(rec: dict, wall_s: float, rounds: int | None = None):
@@ -166,75 +164,72 @@ def markdown(table: list[dict], command: str, batching: list[dict] = ()) -> str:
         "modelled with counted rounds) / rounds. `*`: a run with one latency setting, whose "
         "rounds were counted in the calls predicted (a count of hops, not a fit to their "
         "time).", "",
-        "| model | protocol | setting | LAN s (calls) | measured s (calls) | modelled, counted "
-        "rounds s (err) "
-        "| modelled, send actions s (err) | anchored at 1 ms s (err) | rounds counted | "
-        "max send actions | transfer s | unexplained ms per round |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     probes = [r for r in table if r["model"].startswith("kernel")]
-    for r in table:
-        if r in probes:
-            continue
-        lines.append(
-            f"| {r['model']} | {r['protocol']} | {r['setting']} | {r['lan_s']:.2f} "
-            f"({_calls(r['lan_all_s'])}) | {r['measured_s']:.2f} ({_calls(r['measured_all_s'])})"
-            f" | {_fmt(r['by_counted_rounds_s'], r['by_counted_rounds_error'])} | "
-            f"{_fmt(r['by_send_actions_s'], r['by_send_actions_error'])} | "
-            f"{_fmt(r['anchored_1ms_s'], r['anchored_1ms_error'])} | "
-            f"{r['rounds_counted_other']:,}{'*' if r['rounds_from'] == 'same setting' else ''} | "
-            f"{r['send_actions_max']:,} | "
-            f"{r['transfer_s']:.2f} | "
-            + ("-" if r["residual_ms_per_round"] is None else f"{r['residual_ms_per_round']:.1f}")
-            + " |")
+    lines += common.markdown_table(
+        ["model", "protocol", "setting", "LAN s (calls)", "measured s (calls)",
+         "modelled, counted rounds s (err)", "modelled, send actions s (err)",
+         "anchored at 1 ms s (err)", "rounds counted", "max send actions", "transfer s",
+         "unexplained ms per round"],
+        [[r["model"], r["protocol"], r["setting"],
+          f"{r['lan_s']:.2f} ({_calls(r['lan_all_s'])})",
+          f"{r['measured_s']:.2f} ({_calls(r['measured_all_s'])})",
+          _fmt(r["by_counted_rounds_s"], r["by_counted_rounds_error"]),
+          _fmt(r["by_send_actions_s"], r["by_send_actions_error"]),
+          _fmt(r["anchored_1ms_s"], r["anchored_1ms_error"]),
+          f"{r['rounds_counted_other']:,}{'*' if r['rounds_from'] == 'same setting' else ''}",
+          f"{r['send_actions_max']:,}", f"{r['transfer_s']:.2f}",
+          "-" if r["residual_ms_per_round"] is None else f"{r['residual_ms_per_round']:.1f}"]
+         for r in table if r not in probes])
     if probes:
         lines += [
             "", "Kernel probes (what a send action is; their latency terms are a fraction of a "
             "second, below this machine's noise, so their wall times validate nothing):", "",
-            "| kernel | protocol | setting | LAN s | measured s | rounds counted here | "
-            "max send actions |", "|---|---|---|---|---|---|---|"]
-        for r in probes:
-            lines.append(
-                f"| {r['model'].removeprefix('kernel ')} | {r['protocol']} | {r['setting']} | "
-                f"{r['lan_s']:.2f} | {r['measured_s']:.2f} | {r['depth_counted_here']:,.0f} | "
-                f"{r['send_actions_max']:,} |")
+            *common.markdown_table(
+                ["kernel", "protocol", "setting", "LAN s", "measured s", "rounds counted here",
+                 "max send actions"],
+                [[r["model"].removeprefix("kernel "), r["protocol"], r["setting"],
+                  f"{r['lan_s']:.2f}", f"{r['measured_s']:.2f}",
+                  f"{r['depth_counted_here']:,.0f}", f"{r['send_actions_max']:,}"]
+                 for r in probes])]
     if batching:
         lines += [
             "", "Batching on the relay: one call of P candidates against P calls of one "
             "(saving = P x wall(one) / wall(P)); rounds counted in the same run:", "",
-            "| model | protocol | method | batch | P | setting | rounds: P / one | send actions: "
-            "P / one | wall s: P / one | saving measured | modelled, counted rounds | "
-            "modelled, send actions | saving at LAN |", "|---|---|---|---|---|---|---|---|---|"
-            "---|---|---|---|"]
-        for r in batching:
-            lines.append(
-                f"| {r['model']} | {r['protocol']} | {r['method']} | {r['batch']} | "
-                f"{r['prompts']} | {r['setting']} | {r['batched_rounds']:,.0f} / "
-                f"{r['one_rounds']:,.0f} | {r['batched_send_actions']:,} / "
-                f"{r['one_send_actions']:,} | {r['batched_measured_s']:.1f} / "
-                f"{r['one_measured_s']:.1f} | {r['saving_measured']:.2f}x | "
-                f"{r['saving_counted']:.2f}x | {r['saving_actions']:.2f}x | "
-                f"{r['saving_lan']:.2f}x |")
+            *common.markdown_table(
+                ["model", "protocol", "method", "batch", "P", "setting", "rounds: P / one",
+                 "send actions: P / one", "wall s: P / one", "saving measured",
+                 "modelled, counted rounds", "modelled, send actions", "saving at LAN"],
+                [[r["model"], r["protocol"], r["method"], r["batch"], r["prompts"],
+                  r["setting"], f"{r['batched_rounds']:,.0f} / {r['one_rounds']:,.0f}",
+                  f"{r['batched_send_actions']:,} / {r['one_send_actions']:,}",
+                  f"{r['batched_measured_s']:.1f} / {r['one_measured_s']:.1f}",
+                  f"{r['saving_measured']:.2f}x", f"{r['saving_counted']:.2f}x",
+                  f"{r['saving_actions']:.2f}x", f"{r['saving_lan']:.2f}x"]
+                 for r in batching])]
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", nargs="+", default=["results/wan/runs.json"])
-    ap.add_argument("--out", default="results/wan")
-    args = ap.parse_args(argv)
-    command = "python " + shlex.join([os.path.relpath(__file__), *sys.argv[1:]])
+@dataclasses.dataclass
+class Config(common.AppConfig):
+    """The report's inputs (legacy form: --runs a/runs.json b/runs.json --out results/wan)."""
+
+    runs: list[str] = dataclasses.field(default_factory=lambda: ["results/wan/runs.json"])
+    out: str = "results/wan"
+
+
+@common.hydra_app(Config, "wan_report")
+def main(args) -> None:
+    command = common.command_line()
     records = []
     for path in args.runs:
         with open(path) as fh:
             records += json.load(fh)
     table = rows(records)
     batching = batching_rows(records)
-    with open(os.path.join(args.out, "wan.json"), "w") as fh:
-        json.dump(dict(command=command, rows=table, batching=batching), fh, indent=1)
     md = markdown(table, command, batching)
-    with open(os.path.join(args.out, "wan.md"), "w") as fh:
-        fh.write(md)
+    common.write_outputs(args.out, "wan", dict(command=command, rows=table, batching=batching),
+                         md)
     print(md)
 
 

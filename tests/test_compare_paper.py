@@ -53,14 +53,14 @@ def test_main_writes_markdown_and_json(tmp_path, capsys):
     path = tmp_path / "iteration.json"
     path.write_text(json.dumps([rec("sft", "iteration", "measured", 2, 3.0, 1.0, "cheetah")]))
     out = tmp_path / "cmp.md"
-    cp.cli([str(path), "--out", str(out)])
+    cp.main(argv=[str(path), "--out", str(out)])
     assert "| cheetah | sft | iteration | measured |" in out.read_text()
     assert json.loads((tmp_path / "cmp.json").read_text())[0]["method"] == "sft"
     # a record composed from shorter sequences says so in the table
     seq = dict(rec("fot_secfwt", "query", "composed", 24, 2.0, 0.5, "cheetah"),
                composed_from_seq_lens=[16, 32])
     path.write_text(json.dumps([seq]))
-    cp.cli([str(path), "--out", str(out)])
+    cp.main(argv=[str(path), "--out", str(out)])
     assert "| cheetah | fot_secfwt | query | composed from seq 16/32 |" in out.read_text()
 
 

@@ -108,7 +108,7 @@ def test_sft_step_from_the_grad_part_at_the_target_and_the_whole_update(tmp_path
                       entries_full=1000))
     paths = [write(tmp_path, "grad", grad), write(tmp_path, "update", update)]
     out = tmp_path / "out"
-    cs.cli([*paths, "--seq", "128", "--degree", "2", "--time-degree", "2", "--out", str(out)])
+    cs.main(argv=[*paths, "--seq", "128", "--degree", "2", "--time-degree", "2", "--out", str(out)])
     records = json.loads((out / "iteration.json").read_text())
     by = {r["method"]: r for r in records}
     assert set(by) == {"sft_grad", "sft_update", "sft"}
@@ -140,7 +140,7 @@ def test_check_compares_with_a_record_at_the_target_length(tmp_path):
     # the "measurement" at 64 is 10% above the linear cost
     target = rec("fot_secfwt", "query", 64, coef=(110, 11, 0))
     out = tmp_path / "out"
-    cs.cli([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out", str(out),
+    cs.main(argv=[write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out", str(out),
              "--methods", "fot_secfwt", "--check", write(tmp_path, "target", [target])])
     (row,) = json.loads((out / "seq_check.json").read_text())
     assert row["wall_ratio"] == pytest.approx(1 / 1.1)
@@ -152,15 +152,15 @@ def test_check_compares_with_a_record_at_the_target_length(tmp_path):
 
 def test_missing_file_and_unmatched_check_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
-        cs.cli([str(tmp_path / "nope.json"), "--seq", "128", "--degree", "1", "--out",
+        cs.main(argv=[str(tmp_path / "nope.json"), "--seq", "128", "--degree", "1", "--out",
                  str(tmp_path / "o")])
     pts = [rec("fot_secfwt", "query", s) for s in (16, 32)]
     with pytest.raises(ValueError, match=r"methods \['sft'\] are not in the records"):
-        cs.cli([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out",
+        cs.main(argv=[write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out",
                  str(tmp_path / "o"), "--methods", "sft"])
     other = rec("fot_puma", "query", 64)
     with pytest.raises(ValueError, match="no record .* matches"):
-        cs.cli([write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out",
+        cs.main(argv=[write(tmp_path, "pts", pts), "--seq", "64", "--degree", "1", "--out",
                  str(tmp_path / "o"), "--check", write(tmp_path, "other", [other])])
 
 
@@ -222,7 +222,7 @@ def test_sft_step_at_the_target_from_a_step_and_its_grad_part_at_one_length(tmp_
     grad = [rec("sft_grad", "part", s, coef=(50, 2, 0.1)) for s in (16, 32, 64)]
     step = rec("sft", "iteration", 64, coef=(750, 2, 0.1))  # the grad part + 700 in every figure
     out = tmp_path / "out"
-    cs.cli([write(tmp_path, "grad", grad), write(tmp_path, "step", [step]), "--seq", "128",
+    cs.main(argv=[write(tmp_path, "grad", grad), write(tmp_path, "step", [step]), "--seq", "128",
             "--degree", "2", "--time-degree", "2", "--out", str(out)])
     by = {r["method"]: r for r in json.loads((out / "iteration.json").read_text())}
     assert set(by) == {"sft_grad", "sft_update", "sft"}

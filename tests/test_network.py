@@ -45,10 +45,55 @@ def test_negative_counted_rounds_are_refused():
         rounds_of(_cost([1], rounds=-1))
 
 
-def test_relay_copies_bytes_exactly_and_adds_latency_and_bandwidth():
-    from wan_relay import self_test
+def _echo_through_relay(n_bytes: int, latency_s: float, bw: float) -> dict:
+    """Echo through experiments/wan_relay.py's relay (the relay's self-test): what came back,
+    one byte's round trip, and the time of a bulk transfer against its lower bound."""
+    import socket
+    import threading
+    import time
 
-    r = self_test(n_bytes=1 << 20, latency_s=0.02, bw=100e6)
+    from wan_relay import Relay, Shape, free_port
+
+    payload = os.urandom(n_bytes)
+    echo_port, relay_port = free_port(), free_port()
+    srv = socket.create_server(("127.0.0.1", echo_port))
+
+    def echo():
+        conn, _ = srv.accept()
+        with conn:
+            got = 0
+            while got < n_bytes + 1:
+                b = conn.recv(1 << 16)
+                if not b:
+                    break
+                got += len(b)
+                conn.sendall(b)
+
+    threading.Thread(target=echo, daemon=True).start()
+    relay = Relay([(relay_port, echo_port, 0, 1)], 2)
+    relay.set_shape(Shape("test", latency_s, bw))
+    try:
+        with socket.create_connection(("127.0.0.1", relay_port), timeout=60) as c:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            t = time.perf_counter()
+            c.sendall(b"x")
+            first = c.recv(1)
+            rtt = time.perf_counter() - t
+            t = time.perf_counter()
+            threading.Thread(target=c.sendall, args=(payload,), daemon=True).start()
+            back = bytearray()
+            while len(back) < n_bytes:
+                back += c.recv(1 << 20)
+            bulk = time.perf_counter() - t
+    finally:
+        relay.close()
+        srv.close()
+    return {"echo_ok": first == b"x" and bytes(back) == payload, "rtt_s": rtt,
+            "bulk_s": bulk, "bulk_min_s": 8 * n_bytes / bw + 2 * latency_s}
+
+
+def test_relay_copies_bytes_exactly_and_adds_latency_and_bandwidth():
+    r = _echo_through_relay(n_bytes=1 << 20, latency_s=0.02, bw=100e6)
     assert r["echo_ok"]
     assert r["rtt_s"] >= 0.04  # one byte there and back: two one-way latencies
     assert r["bulk_s"] >= 0.95 * r["bulk_min_s"]  # 1 MiB at 100 Mbps each way: >= 84 ms
