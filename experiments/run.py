@@ -24,20 +24,18 @@ import functools
 import json
 import logging
 import os
-import shlex
 import sys
 import traceback
 import types
 import warnings
 
+import common
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from secfwt_jax.backend import estimate_time, make_backend, sum_costs  # noqa: E402
-from secfwt_jax.principals import (  # noqa: E402
+from secfwt_jax.backend import estimate_time, make_backend, protocol_capabilities, sum_costs
+from secfwt_jax.principals import (
     DataOwner,
     ModelOwner,
     load_config,
@@ -45,10 +43,10 @@ from secfwt_jax.principals import (  # noqa: E402
     owner_params,
     publish_for_run,
 )
-from secfwt_jax.similarity import SIMILARITY_PROMPT_MODES  # noqa: E402
-from secfwt_jax.tasks import planted as planted_task  # noqa: E402
-from secfwt_jax.tuning.loop import INT_MINIMA, TuningConfig, tuning_projection  # noqa: E402
-from secfwt_jax.tuning.records import (  # noqa: E402
+from secfwt_jax.similarity import SIMILARITY_PROMPT_MODES
+from secfwt_jax.tasks import planted as planted_task
+from secfwt_jax.tuning.loop import INT_MINIMA, TuningConfig, tuning_projection
+from secfwt_jax.tuning.records import (
     dir_sha256,
     file_sha256,
     prepare_run_dir,
@@ -252,13 +250,14 @@ def validate(cfg: DictConfig, choices: dict | None = None) -> TuningConfig:
         check_choice("data", cfg.data, DATA_SOURCES)
         check_choice("label_tokens", cfg.label_tokens, LABEL_STYLES)
         check_choice("overlong", cfg.overlong, OVERLONG)
-    if cfg.method.rfa_trig == "masked" and p.name == "plaintext_fxp":
-        # the masked cos/sin reveals masked values to the parties (backend.reveal), which the
-        # fixed-point emulation does not implement
+    caps = protocol_capabilities(p.name, p.field, p.fraction_bits)
+    if cfg.method.rfa_trig == "masked" and caps.fixed_point and not caps.opens_to_servers:
+        # the masked cos/sin opens masked values to the parties inside the program, which a
+        # fixed-point backend without an opening (the emulation) cannot do
         raise ValueError(
-            f"method {cfg.method.name!r} (rfa_trig=masked) cannot run on protocol=plaintext_fxp, "
-            "which has no reveal for the masked cos/sin; use protocol=plaintext (float) or an "
-            "SPU protocol (aby3, semi2k, cheetah, ref2k)"
+            f"method {cfg.method.name!r} (rfa_trig=masked) cannot run on protocol={p.name}, "
+            "which computes in fixed point but cannot open the masked cos/sin to the servers; "
+            "use protocol=plaintext (float) or an SPU protocol (aby3, semi2k, cheetah, ref2k)"
         )
     return tcfg
 
@@ -449,10 +448,6 @@ def checkpoint_tokenizer(cfg: DictConfig):
     return cfg.tokenizer
 
 
-def command_line() -> str:
-    return "python " + shlex.join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
-
-
 def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
         choices: dict | None = None) -> dict:
     """One run into run_dir. `record`: the fingerprint record of prepare_run_dir (its budgets
@@ -487,7 +482,7 @@ def run(cfg: DictConfig, run_dir: str, record: dict | None = None,
         ).tuner
         result = tuner.run(train, dev, test, resume=bool(cfg.resume))
         costs = tuner.evaluator.costs
-    summary = dict(command=command_line(), range_warning=range_warning(cfg),
+    summary = dict(command=common.command_line(), range_warning=range_warning(cfg),
                    budgets=(record or {}).get("budgets", [tcfg.budget]),
                    truncated=truncated_counts(train, dev, test),
                    **{k: v for k, v in result.items() if k != "best_z"})
@@ -576,7 +571,7 @@ def main(cfg: DictConfig) -> None:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "error.json"), "w") as f:
             json.dump(dict(error=f"{type(e).__name__}: {e}", overrides=list(hc.overrides.task),
-                           command=command_line()), f, indent=1)
+                           command=common.command_line()), f, indent=1)
         return
     keys = ("task", "protocol", "model", "generations", "queries", "final_loss",
             "initial_train_acc", "train_acc", "dev_metric", "test_metric", "bytes_total", "wall_s")

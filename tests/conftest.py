@@ -10,14 +10,23 @@ The `spu` marker: a test that needs SecretFlow SPU (an SPU protocol, spu's own A
 `@pytest.mark.spu` and is skipped, with the reason, where spu is not installed (spu 0.9.5 has
 wheels for Python 3.10/3.11 only; the plaintext path must run without it). Tests that need spu
 for a whole module may instead call `pytest.importorskip("spu")` at its top.
+
+experiments/ is put on sys.path, as `python experiments/x.py` has it, so that tests may load
+a script (spec_from_file_location) whose `import common` finds the experiments' toolkit.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import pathlib
+import sys
 
 import pytest
+
+EXPERIMENTS = str(pathlib.Path(__file__).resolve().parent.parent / "experiments")
+if EXPERIMENTS not in sys.path:
+    sys.path.insert(0, EXPERIMENTS)
 
 HAS_SPU = importlib.util.find_spec("spu") is not None
 NO_SPU = "needs spu (SecretFlow SPU, pyproject's spu==0.9.5), which is not installed here"
