@@ -210,13 +210,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def _entry(table: dict, task: Task, what: str):
+    """table[task.name], or ValueError naming the task and the tasks that have `what`."""
+    if task.name not in table:
+        raise ValueError(f"task {task.name!r} has no {what}; tasks with one: {', '.join(table)}")
+    return table[task.name]
+
+
 def _layout(task: Task) -> LocalLayout:
-    if task.name not in LOCAL_LAYOUTS:
-        raise ValueError(
-            f"task {task.name!r} has no local data layout; tasks with one: "
-            f"{', '.join(LOCAL_LAYOUTS)}"
-        )
-    return LOCAL_LAYOUTS[task.name]
+    return _entry(LOCAL_LAYOUTS, task, "local data layout")
 
 
 def read_tsv(path: str | os.PathLike, task: Task | str, fmt: TsvFormat) -> list[Example]:
@@ -320,12 +322,7 @@ def load_split(
 
 
 def _hf_source(task: Task) -> HfSource:
-    if task.name not in HF_SOURCES:
-        raise ValueError(
-            f"task {task.name!r} has no Hugging Face source; tasks with one: "
-            f"{', '.join(HF_SOURCES)}"
-        )
-    return HF_SOURCES[task.name]
+    return _entry(HF_SOURCES, task, "Hugging Face source")
 
 
 def examples_from_hf(task: Task | str, dataset: Iterable[dict]) -> list[Example]:
