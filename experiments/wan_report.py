@@ -150,12 +150,16 @@ def _fmt(v, err) -> str:
     return "-" if v is None else f"{v:.2f} ({100 * err:+.0f}%)"
 
 
-def markdown(table: list[dict], command: str, batching: list[dict] = ()) -> str:
+SHARED_MACHINE = "one shared 2-core machine (other jobs running: load average 15-65)"
+
+
+def markdown(table: list[dict], command: str, batching: list[dict] = (),
+             machine: str = SHARED_MACHINE) -> str:
     lines = [
         f"Made by `{command}` from the runs.json files (each record names its bench_wan.py "
         "command). Times are medians over the repeats; LAN (direct loopback links) and every "
-        "relay setting were measured interleaved in the same run on one shared 2-core machine "
-        "(other jobs running: load average 15-65). Modelled = network.estimate_time = LAN wall "
+        f"relay setting were measured interleaved in the same run on {machine}. Modelled = "
+        "network.estimate_time = LAN wall "
         "+ rounds x latency + 8 x max party bytes / bandwidth, with rounds = the relay's depth "
         "counted at the other setting (`counted`), or = max send actions (`send actions`, what "
         "a record without counted rounds gets). `anchored at 1 ms`: the same with the LAN wall "
@@ -216,6 +220,7 @@ class Config(common.AppConfig):
 
     runs: list[str] = dataclasses.field(default_factory=lambda: ["results/wan/runs.json"])
     out: str = "results/wan"
+    machine: str = SHARED_MACHINE  # how the runs' times were taken (said in the report)
 
 
 @common.hydra_app(Config, "wan_report")
@@ -227,9 +232,9 @@ def main(args) -> None:
             records += json.load(fh)
     table = rows(records)
     batching = batching_rows(records)
-    md = markdown(table, command, batching)
-    common.write_outputs(args.out, "wan", dict(command=command, rows=table, batching=batching),
-                         md)
+    md = markdown(table, command, batching, args.machine)
+    common.write_outputs(args.out, "wan", dict(command=command, machine=args.machine, rows=table,
+                                               batching=batching), md)
     print(md)
 
 
