@@ -76,6 +76,14 @@ def running(pid: int) -> bool:
         return False
 
 
+def still_running(pids, wait_s: float = 30) -> list[int]:
+    """The pids still alive after waiting up to wait_s for all of them to end."""
+    deadline = time.time() + wait_s
+    while any(running(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    return [p for p in pids if running(p)]
+
+
 def run_py(cluster, run_dir, *extra, popen=False):
     cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "protocol=aby3",
            f"protocol.cluster={cluster}", "protocol.timeout_s=20", "eval_every=0",
@@ -208,10 +216,7 @@ def test_a_party_killed_mid_run_is_a_clear_error_and_nothing_is_left_running(tmp
         address = servers.cluster.parties[2].control
         assert f"PartyError: party 2 at {address} failed" in err, err[-3000:]
         assert time.time() - t0 < 60
-        deadline = time.time() + 30  # the other servers abort the session at once
-        while any(running(p) for p in pids) and time.time() < deadline:
-            time.sleep(0.2)
-        assert not [p for p in pids if running(p)]
+        assert not still_running(pids)  # the other servers abort the session at once
         for r in (0, 1):  # long-lived: alive, the session ended, waiting for the next one
             assert servers.procs[r].poll() is None
             assert servers.status(r)["session"] is None
@@ -242,10 +247,7 @@ def test_a_data_owner_that_dies_ends_the_servers_sessions(tmp_path):
         assert len(pids) == 3 and all(running(p) for p in pids)
         owner.kill()
         owner.wait(10)
-        deadline = time.time() + 30
-        while any(running(p) for p in pids) and time.time() < deadline:
-            time.sleep(0.2)
-        assert not [p for p in pids if running(p)]
+        assert not still_running(pids)
         for r in range(3):
             assert servers.status(r)["session"] is None
             assert "the data owner's connection closed" in servers.logs[r].read_text()
