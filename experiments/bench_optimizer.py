@@ -1,9 +1,10 @@
 """Our jitted CMA-ES against pycma: wall time per generation (ask + tell) and search quality.
 
 Speed: at each dimension d (default 500 and 1000; popsize 20, sphere from x0 = 1, sigma0 = 1)
-both optimizers run blocks of ``--generations`` generations, interleaved in one process (ours,
-pycma, pycma, ours, ... alternating which goes first) so that the load of other jobs on a shared
-machine falls on both alike. A block's time is the sum of its ask and tell times only: the
+each of our variants (``variants``: ``cmaes``, pycma's algorithm, and ``cmaes_cholesky``, the
+same with a Cholesky factor of C) and pycma run blocks of ``--generations`` generations,
+interleaved in one process (the order rotated every repeat) so that the load of other jobs on a
+shared machine falls on all alike. A block's time is the sum of its ask and tell times only: the
 objective is evaluated outside the timers, and ours is compiled before the first block (the
 compile time is reported on its own). ``--generations`` should be a multiple of both lazy
 eigendecomposition intervals (ours: ``CMAESParams.eigen_interval``; pycma: its
@@ -14,9 +15,9 @@ goes (ours: ask, a tell without and with an eigendecomposition; pycma: ask, tell
 that decompose, since pycma decomposes in ask).
 
 Quality: evaluations to reach f < 1e-8 on the sphere at d in ``--quality-dims`` (default 100 and
-200, where the lazy interval is 2 and 3), ``--seeds`` seeds each, for ours with the lazy default,
-ours decomposing in every tell (``eigen_interval=1``, the former behaviour) and pycma (float64,
-its defaults, default popsize).
+200, where the lazy interval is 2 and 3), ``--seeds`` seeds each, for each variant with the lazy
+default, ``cmaes`` decomposing in every tell (``eigen_interval=1``, the former behaviour) and
+pycma (float64, its defaults, default popsize).
 
 From the repository root (CPU; a few minutes):
     python experiments/bench_optimizer.py
@@ -60,6 +61,8 @@ class Config(common.AppConfig):
     """The benchmark's settings (legacy form: --threads 1 --generations 20 --quality-dims)."""
 
     dims: list[int] = dataclasses.field(default_factory=lambda: [500, 1000])
+    # our variants timed against pycma in the same run (secfwt_jax.tuning.OPTIMIZERS names)
+    variants: list[str] = dataclasses.field(default_factory=lambda: ["cmaes", "cmaes_cholesky"])
     popsize: int = 20
     generations: int = 30  # generations per timed block
     repeats: int = 7  # timed blocks per optimizer and d
@@ -67,6 +70,8 @@ class Config(common.AppConfig):
     seeds: int = 5
     threads: int | None = None  # BLAS and XLA CPU threads for both sides (None: the libraries')
     out: str = "results/optimizer"
+    # how the machine was used while this ran (written into the record as given)
+    machine: str = "one 2-core machine shared with other jobs"
 
 
 def sphere_np(x: np.ndarray) -> float:
@@ -74,10 +79,11 @@ def sphere_np(x: np.ndarray) -> float:
 
 
 class Ours:
-    """Our CMA-ES driven exactly as tuning/loop.py drives it: jax.jit(ask), jax.jit(tell)."""
+    """Our CMA-ES variant ``name`` driven exactly as tuning/loop.py drives it: jax.jit(ask),
+    jax.jit(tell)."""
 
-    def __init__(self, d: int, popsize: int):
-        self.opt = make_optimizer("cmaes", dim=d, popsize=popsize, sigma0=1.0)
+    def __init__(self, d: int, popsize: int, name: str = "cmaes"):
+        self.opt = make_optimizer(name, dim=d, popsize=popsize, sigma0=1.0)
         self.state = self.opt.init(jax.random.PRNGKey(0), jnp.ones(d))
         t0 = time.perf_counter()
         self.ask = jax.jit(self.opt.ask).lower(self.state).compile()
@@ -136,16 +142,18 @@ def med_ms(xs):
 
 
 def speed(d: int, args) -> dict:
-    ours, ref = Ours(d, args.popsize), Pycma(d, args.popsize)
+    ours = {v: Ours(d, args.popsize, v) for v in args.variants}
+    ref = Pycma(d, args.popsize)
     gap = ref.es.sm.lazy_update_gap
-    ours.block(args.generations), ref.block(args.generations)  # warm-up, untimed
-    blocks = {"ours": [], "pycma": []}
-    for r in range(args.repeats):
-        pair = [("ours", ours), ("pycma", ref)]
-        for name, o in pair if r % 2 == 0 else pair[::-1]:
+    runners = [*ours.items(), ("pycma", ref)]
+    for _, o in runners:  # warm-up, untimed
+        o.block(args.generations)
+    blocks = {name: [] for name, _ in runners}
+    for r in range(args.repeats):  # rotate which goes first
+        k = r % len(runners)
+        for name, o in runners[k:] + runners[:k]:
             blocks[name].append(o.block(args.generations))
     per_gen = {k: [b["total_s"] / args.generations for b in v] for k, v in blocks.items()}
-    ratios = [p / o for p, o in zip(per_gen["pycma"], per_gen["ours"])]
 
     def cat(name, key):
         return [t for b in blocks[name] for t in b[key]]
@@ -156,42 +164,51 @@ def speed(d: int, args) -> dict:
         e_med = float(np.median(eig)) if eig else p_med
         return 1e3 * (float(np.median(rest)) + p_med + (e_med - p_med) / every)
 
-    ours_c = composed(cat("ours", "tell_plain"), cat("ours", "tell_eigen"), cat("ours", "ask"),
-                      ours.opt.params.eigen_interval)
     ref_c = composed(cat("pycma", "ask_plain"), cat("pycma", "ask_eigen"), cat("pycma", "tell"),
                      max(1, math.ceil(gap)))
+    variants = {}
+    for v, o in ours.items():
+        ratios = [p / t for p, t in zip(per_gen["pycma"], per_gen[v])]
+        c = composed(cat(v, "tell_plain"), cat(v, "tell_eigen"), cat(v, "ask"),
+                     o.opt.params.eigen_interval)
+        variants[v] = {
+            "eigen_interval": o.opt.params.eigen_interval,
+            "compile_s": round(o.compile_s, 3),
+            "ms_per_generation": [round(1e3 * t, 3) for t in per_gen[v]],
+            "median_ms": med_ms(per_gen[v]),
+            "speedup_paired_median": round(float(np.median(ratios)), 3),
+            "speedup_paired": [round(x, 3) for x in ratios],
+            # robust to load spikes: medians of single calls, factorising calls / interval
+            "composed_ms": round(c, 3),
+            "speedup_composed": round(ref_c / c, 3),
+            "breakdown_median_ms": {
+                "ask": med_ms(cat(v, "ask")),
+                "tell_without_factorisation": med_ms(cat(v, "tell_plain")),
+                "tell_with_factorisation": med_ms(cat(v, "tell_eigen")),
+                "factorising_tells": len(cat(v, "tell_eigen")),
+            },
+        }
     return {
         "dim": d,
         "popsize": args.popsize,
-        "eigen_interval_ours": ours.opt.params.eigen_interval,
         "lazy_update_gap_pycma": gap,
-        "ours_compile_s": round(ours.compile_s, 3),
-        "ours_ms_per_generation": [round(1e3 * t, 3) for t in per_gen["ours"]],
         "pycma_ms_per_generation": [round(1e3 * t, 3) for t in per_gen["pycma"]],
-        "ours_median_ms": med_ms(per_gen["ours"]),
         "pycma_median_ms": med_ms(per_gen["pycma"]),
-        "speedup_paired_median": round(float(np.median(ratios)), 3),
-        "speedup_paired": [round(x, 3) for x in ratios],
-        # robust to load spikes: medians of single calls, eigh calls weighted by 1 / interval
-        "ours_composed_ms": round(ours_c, 3),
         "pycma_composed_ms": round(ref_c, 3),
-        "speedup_composed": round(ref_c / ours_c, 3),
-        "breakdown_median_ms": {
-            "ours_ask": med_ms(cat("ours", "ask")),
-            "ours_tell_without_eigh": med_ms(cat("ours", "tell_plain")),
-            "ours_tell_with_eigh": med_ms(cat("ours", "tell_eigen")),
-            "ours_eigh_tells": len(cat("ours", "tell_eigen")),
-            "pycma_ask_without_eigh": med_ms(cat("pycma", "ask_plain")),
-            "pycma_ask_with_eigh": med_ms(cat("pycma", "ask_eigen")),
-            "pycma_eigh_asks": len(cat("pycma", "ask_eigen")),
-            "pycma_tell": med_ms(cat("pycma", "tell")),
+        "pycma_breakdown_median_ms": {
+            "ask_without_eigh": med_ms(cat("pycma", "ask_plain")),
+            "ask_with_eigh": med_ms(cat("pycma", "ask_eigen")),
+            "eigh_asks": len(cat("pycma", "ask_eigen")),
+            "tell": med_ms(cat("pycma", "tell")),
         },
+        "variants": variants,
     }
 
 
-def ours_evals(d: int, seeds: int, max_generations: int, **kw) -> np.ndarray:
+def ours_evals(d: int, seeds: int, max_generations: int, name: str = "cmaes",
+               **kw) -> np.ndarray:
     """Evaluations each seed needs to reach sphere < 1e-8 (inf past max_generations)."""
-    opt = make_optimizer("cmaes", dim=d, sigma0=1.0, **kw)
+    opt = make_optimizer(name, dim=d, sigma0=1.0, **kw)
 
     def run(key):
         def cond(c):
@@ -228,60 +245,64 @@ def pycma_evals(d: int, seeds: int) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
-def quality(d: int, seeds: int) -> dict:
+def quality(d: int, seeds: int, variants: list[str]) -> dict:
     ref = pycma_evals(d, seeds)
     cap = math.ceil(3 * np.median(ref) / make_optimizer("cmaes", dim=d).popsize)
-    lazy, interval = ours_evals(d, seeds, cap)
-    every, _ = ours_evals(d, seeds, cap, eigen_interval=1)
+    evals = {}
+    for v in variants:
+        evals[v], interval = ours_evals(d, seeds, cap, name=v)
+    evals["cmaes, eigh every generation"], _ = ours_evals(d, seeds, cap, eigen_interval=1)
     return {
         "dim": d, "problem": "sphere, x0 = 1, sigma0 = 1, target f < 1e-8", "seeds": seeds,
-        "eigen_interval_lazy": interval,
-        "pycma_evals": ref.tolist(), "ours_lazy_evals": lazy.tolist(),
-        "ours_every_generation_evals": every.tolist(),
-        "median": {"pycma": float(np.median(ref)), "ours_lazy": float(np.median(lazy)),
-                   "ours_every_generation": float(np.median(every))},
+        "eigen_interval_lazy": interval, "pycma_evals": ref.tolist(),
+        "ours_evals": {k: v.tolist() for k, v in evals.items()},
+        "median": {"pycma": float(np.median(ref)),
+                   **{k: float(np.median(v)) for k, v in evals.items()}},
     }
 
 
 def markdown(rec: dict) -> str:
+    st = rec["setting"]
     lines = [
-        "# CMA-ES per-generation time: ours (jitted, float32, lazy B/D) vs pycma",
+        "# CMA-ES per-generation time: ours (jitted, float32, lazy factorisation) vs pycma",
         "",
         f"Command: `{rec['command']}`",
         "",
-        f"Setting: {rec['setting']['note']} CPU cores: {rec['setting']['cpu_count']}; load "
-        f"average at start {rec['setting']['loadavg_start']}, at end "
-        f"{rec['setting']['loadavg_end']}; threads: {rec['setting']['threads']}; jax "
-        f"{rec['setting']['jax']}, cma "
-        f"{rec['setting']['cma']}, numpy {rec['setting']['numpy']}.",
+        f"Setting: {st['machine']}. CPU cores: {st['cpu_count']}; load average at start "
+        f"{st['loadavg_start']}, at end {st['loadavg_end']}; threads: {st['threads']}; jax "
+        f"{st['jax']}, cma {st['cma']}, numpy {st['numpy']}. Every optimizer ran interleaved "
+        "in one process (blocks rotated), so the ratios compare like with like.",
         "",
         *common.markdown_table(
-            ["d", "lambda", "ours ms/gen", "pycma ms/gen", "pycma / ours (paired median)",
-             "ours compile s", "eigh every (ours / pycma gap)", "composed: ours / pycma ms, ratio"],
-            [[s["dim"], s["popsize"], s["ours_median_ms"], s["pycma_median_ms"],
-              f"{s['speedup_paired_median']}x", s["ours_compile_s"],
-              f"{s['eigen_interval_ours']} / {s['lazy_update_gap_pycma']:.2f}",
-              f"{s['ours_composed_ms']} / {s['pycma_composed_ms']}, {s['speedup_composed']}x"]
-             for s in rec["speed"]]),
+            ["d", "lambda", "ours", "ours ms/gen", "pycma ms/gen", "pycma / ours (paired median)",
+             "ours compile s", "factorise every (ours / pycma gap)",
+             "composed: ours / pycma ms, ratio"],
+            [[s["dim"], s["popsize"], v, o["median_ms"], s["pycma_median_ms"],
+              f"{o['speedup_paired_median']}x", o["compile_s"],
+              f"{o['eigen_interval']} / {s['lazy_update_gap_pycma']:.2f}",
+              f"{o['composed_ms']} / {s['pycma_composed_ms']}, {o['speedup_composed']}x"]
+             for s in rec["speed"] for v, o in s["variants"].items()]),
         "", "ms/gen: a block's ask + tell time / its generations, median over blocks; "
-        "the paired ratio is the median of per-repeat ratios (adjacent blocks). Composed: "
-        "median single calls, a decomposing call weighted by 1 / interval (robust to load "
-        "spikes that hit a whole block).", "",
+        "the paired ratio is the median of per-repeat ratios (blocks of the same repeat). "
+        "Composed: median single calls, a factorising call weighted by 1 / interval (robust to "
+        "load spikes that hit a whole block).", "",
         "Where the time goes (median ms per call):", "",
     ]
-    breakdown = [s["breakdown_median_ms"] for s in rec["speed"]]
     lines += common.markdown_table(
-        ["d", "ours ask", "ours tell", "ours tell with eigh", "pycma ask", "pycma ask with eigh",
-         "pycma tell"],
-        [[s["dim"], b["ours_ask"], b["ours_tell_without_eigh"], b["ours_tell_with_eigh"],
-          b["pycma_ask_without_eigh"], b["pycma_ask_with_eigh"], b["pycma_tell"]]
-         for s, b in zip(rec["speed"], breakdown)])
+        ["d", "ours", "ask", "tell", "tell with factorisation", "pycma ask",
+         "pycma ask with eigh", "pycma tell"],
+        [[s["dim"], v, o["breakdown_median_ms"]["ask"],
+          o["breakdown_median_ms"]["tell_without_factorisation"],
+          o["breakdown_median_ms"]["tell_with_factorisation"],
+          s["pycma_breakdown_median_ms"]["ask_without_eigh"],
+          s["pycma_breakdown_median_ms"]["ask_with_eigh"], s["pycma_breakdown_median_ms"]["tell"]]
+         for s in rec["speed"] for v, o in s["variants"].items()])
     if rec["quality"]:
+        names = list(rec["quality"][0]["median"])
         lines += ["", "Search quality: evaluations to sphere < 1e-8 (median over seeds):", ""]
         lines += common.markdown_table(
-            ["d", "eigh every (lazy)", "ours lazy", "ours every generation", "pycma"],
-            [[q["dim"], q["eigen_interval_lazy"], q["median"]["ours_lazy"],
-              q["median"]["ours_every_generation"], q["median"]["pycma"]]
+            ["d", "factorise every (lazy)", *names],
+            [[q["dim"], q["eigen_interval_lazy"], *(q["median"][k] for k in names)]
              for q in rec["quality"]])
     return "\n".join(lines) + "\n"
 
@@ -290,19 +311,20 @@ def markdown(rec: dict) -> str:
 def main(args) -> None:
     load0 = os.getloadavg()
     speed_rows, qual = [], []
+    bad = [v for v in args.variants if v not in ("cmaes", "cmaes_cholesky")]
+    if bad:
+        raise ValueError(f"unknown variants {bad}; accepted: cmaes, cmaes_cholesky")
     for d in args.dims:
         speed_rows.append(speed(d, args))
-        print(json.dumps({k: v for k, v in speed_rows[-1].items() if "paired" in k
-                          or "median" in k}), flush=True)
+        print(json.dumps({v: o["speedup_paired_median"]
+                          for v, o in speed_rows[-1]["variants"].items()}), flush=True)
     for d in args.quality_dims:
-        qual.append(quality(d, args.seeds))
+        qual.append(quality(d, args.seeds, list(args.variants)))
         print(json.dumps(qual[-1]["median"]), flush=True)
     rec = {
         "command": common.command_line(),
         "setting": {
-            "note": "CPU, measured while other jobs shared the machine (five helpers' tests and "
-            "benchmarks); the ratio is meaningful because both sides ran interleaved in one "
-            "process, absolute times are not quiet-machine times.",
+            "machine": args.machine,
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "loadavg_start": [round(x, 2) for x in load0],

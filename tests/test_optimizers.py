@@ -20,12 +20,14 @@ from secfwt_jax.tuning import (
     CMAES,
     OPTIMIZERS,
     ZOSGD,
+    CholeskyCMAES,
     CMAESParams,
     SepCMAES,
     load_state,
     make_optimizer,
     save_state,
 )
+from secfwt_jax.tuning.cholesky_cmaes import cholesky_factor, whiten
 
 cma = pytest.importorskip("cma")
 
@@ -111,29 +113,36 @@ slow = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    "problem,dim",
+    "name,problem,dim",
     [
-        ("sphere", 10),
-        ("ellipsoid", 10),
-        ("rosenbrock", 10),
-        pytest.param("sphere", 50, marks=slow),
-        pytest.param("ellipsoid", 50, marks=slow),
-        pytest.param("rosenbrock", 50, marks=slow),
+        ("cmaes", "sphere", 10),
+        ("cmaes", "ellipsoid", 10),
+        ("cmaes", "rosenbrock", 10),
+        pytest.param("cmaes", "sphere", 50, marks=slow),
+        pytest.param("cmaes", "ellipsoid", 50, marks=slow),
+        pytest.param("cmaes", "rosenbrock", 50, marks=slow),
         # d=100: the first dimension here where B and D are updated lazily (every 2 tells)
-        pytest.param("sphere", 100, marks=slow),
+        pytest.param("cmaes", "sphere", 100, marks=slow),
+        # the Cholesky-factor variant (a named deviation) must search as well as pycma too
+        ("cmaes_cholesky", "sphere", 10),
+        pytest.param("cmaes_cholesky", "ellipsoid", 10, marks=slow),
+        pytest.param("cmaes_cholesky", "rosenbrock", 10, marks=slow),
+        # d=100: lazy refactorisation (every 2 tells); its d=50 runs passed too (2026-11-30:
+        # ellipsoid and rosenbrock within 1.5x) but are left out of CI for time
+        pytest.param("cmaes_cholesky", "sphere", 100, marks=slow),
     ],
 )
-def test_cmaes_needs_at_most_1_5x_pycma_median_evaluations(problem, dim):
+def test_cmaes_needs_at_most_1_5x_pycma_median_evaluations(name, problem, dim):
     f, np_f, target, x0_value, sigma0 = PROBLEMS[problem]
     ref = pycma_evals_to_target(np_f, target, np.full(dim, x0_value), sigma0, SEEDS)
     ref_median = np.median(ref)
     assert np.isfinite(ref_median), f"pycma itself failed: {ref}"
-    opt = make_optimizer("cmaes", dim=dim, sigma0=sigma0)
+    opt = make_optimizer(name, dim=dim, sigma0=sigma0)
     assert opt.popsize == 4 + math.floor(3 * math.log(dim))
     # past 1.5x pycma's median a run has failed the criterion anyway: stop it there
     cap = math.ceil(1.5 * ref_median / opt.popsize)
     ours = evals_to_target(opt, f, target, jnp.full(dim, x0_value), SEEDS, cap)
-    print(f"{problem} d={dim}: ours {ours.tolist()} median {np.median(ours)}; "
+    print(f"{name} {problem} d={dim}: ours {ours.tolist()} median {np.median(ours)}; "
           f"pycma {ref.tolist()} median {ref_median}")
     assert np.median(ours) <= 1.5 * ref_median
 
@@ -276,7 +285,7 @@ def test_different_seeds_ask_different_candidates(name):
 @pytest.mark.parametrize(
     "name,kw",
     [("cmaes", {}), ("cmaes", {"eigen_interval": 3}), ("sepcmaes", {}),
-     ("zo", {"optimizer": "adam"})],
+     ("zo", {"optimizer": "adam"}), ("cmaes_cholesky", {"eigen_interval": 3})],
 )
 def test_save_restore_continues_exactly_like_an_uninterrupted_run(tmp_path, name, kw):
     opt = make_optimizer(name, dim=12, **kw)
@@ -308,7 +317,7 @@ def test_load_state_rejects_a_template_of_another_optimizer(tmp_path):
 
 
 def test_make_optimizer_rejects_unknown_names_listing_the_accepted():
-    with pytest.raises(ValueError, match="'nes'.*cmaes, sepcmaes, zo"):
+    with pytest.raises(ValueError, match="'nes'.*cmaes, sepcmaes, zo, cmaes_cholesky"):
         make_optimizer("nes", dim=4)
 
 
@@ -316,6 +325,7 @@ def test_make_optimizer_builds_each_class():
     assert isinstance(make_optimizer("cmaes", dim=4), CMAES)
     assert isinstance(make_optimizer("sepcmaes", dim=4), SepCMAES)
     assert isinstance(make_optimizer("zo", dim=4), ZOSGD)
+    assert isinstance(make_optimizer("cmaes_cholesky", dim=4), CholeskyCMAES)
 
 
 @pytest.mark.parametrize(
@@ -360,7 +370,7 @@ def test_init_rejects_an_int_seed():
         make_optimizer("cmaes", dim=4).init(0, jnp.ones(4))
 
 
-@pytest.mark.parametrize("name", ["cmaes", "sepcmaes"])
+@pytest.mark.parametrize("name", ["cmaes", "sepcmaes", "cmaes_cholesky"])
 def test_nan_fitness_ranks_worst(name):
     opt = make_optimizer(name, dim=6)
     state = opt.init(jax.random.PRNGKey(0), jnp.ones(6))
@@ -389,3 +399,33 @@ def test_cmaes_keeps_covariance_symmetric_positive_definite():
     scale = float(state.D.max()) ** 2
     rebuilt = (state.B * state.D**2) @ state.B.T
     np.testing.assert_allclose(rebuilt, state.C, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_cholesky_cmaes_factor_is_a_square_root_of_the_covariance():
+    opt = make_optimizer("cmaes_cholesky", dim=10, eigen_interval=4)
+    state = run_generations(opt, opt.init(jax.random.PRNGKey(0), jnp.ones(10)), ellipsoid, 60)
+    C, A = np.asarray(state.C, np.float64), np.asarray(state.A, np.float64)
+    assert int(state.eigen_generation) == 60  # factored in the last tell
+    np.testing.assert_array_equal(C, C.T)
+    np.testing.assert_array_equal(A, np.tril(A))
+    np.testing.assert_allclose(A @ A.T, C, rtol=1e-4, atol=1e-5 * float(np.abs(C).max()))
+    y = np.random.default_rng(0).normal(size=(3, 10))
+    np.testing.assert_allclose(np.asarray(whiten(state.A, jnp.asarray(y, jnp.float32))),
+                               np.linalg.solve(A, y.T).T, rtol=1e-3, atol=1e-3)
+    z, asked = opt.ask(state)
+    later = jax.jit(opt.tell)(asked, z, ellipsoid(z))
+    assert int(later.eigen_generation) == 60  # C moved on, A stays until generation 64
+    np.testing.assert_array_equal(np.asarray(later.A), np.asarray(state.A))
+    assert not np.allclose(np.asarray(later.C), C)
+
+
+def test_cholesky_factor_repairs_an_indefinite_covariance():
+    """A C with a negative eigenvalue (float32 noise in an ill-conditioned C) is rebuilt
+    positive definite, and its factor squares to the rebuilt C."""
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))
+    C = (q * np.array([4.0, 2.0, 1.0, 0.5, 0.1, -1e-3])) @ q.T
+    C_fixed, A = (np.asarray(x, np.float64)
+                  for x in cholesky_factor(jnp.asarray(C, jnp.float32), 1e-14))
+    assert np.all(np.isfinite(A)) and np.linalg.eigvalsh(C_fixed).min() > 0
+    np.testing.assert_allclose(A @ A.T, C_fixed, atol=1e-5)
+    np.testing.assert_allclose(C_fixed, C, atol=2e-3)  # only the bad eigenvalue moved

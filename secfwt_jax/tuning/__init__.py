@@ -3,6 +3,7 @@ projection from z to soft prompts, and exact checkpoints of optimizer states."""
 
 from secfwt_jax.tuning.base import Optimizer, default_popsize
 from secfwt_jax.tuning.checkpoint import load_state, save_state
+from secfwt_jax.tuning.cholesky_cmaes import CholeskyCMAES, CholeskyCMAESState
 from secfwt_jax.tuning.cmaes import CMAES, CMAESParams, CMAESState
 from secfwt_jax.tuning.optimizers import DEFAULT_SIGMA0, OPTIMIZERS, make_optimizer
 from secfwt_jax.tuning.projection import (
@@ -19,6 +20,8 @@ __all__ = [
     "CMAES",
     "CMAESParams",
     "CMAESState",
+    "CholeskyCMAES",
+    "CholeskyCMAESState",
     "DEFAULT_SIGMA0",
     "OPTIMIZERS",
     "Optimizer",
