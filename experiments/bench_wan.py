@@ -89,8 +89,9 @@ def model_and_inputs(args):
         num_features=method.get("num_features", 64),
         normalize_qk=method.get("normalize_qk", False),
     ))
-    variant = dict(attention=method.attention, activation=method.activation,
-                   rfa_trig=method.get("rfa_trig", "builtin"))
+    variant = dict(attention=args.attention or method.attention,
+                   activation=args.activation or method.activation,
+                   rfa_trig=args.rfa_trig or method.get("rfa_trig", "builtin"))
     config, params, _ = common.variant_model(cfg, variant)
     words, inputs = common.query_inputs(cfg, config, params)
     return cfg, config, params, words, inputs
@@ -109,7 +110,9 @@ def model_setup(args):
 
     meta = dict(model=args.model, layers=config.num_hidden_layers, hidden=config.hidden_size,
                 seq_len=args.seq_len, prompt_len=args.prompt_len, batch=args.batch,
-                prompts=args.prompts, method=args.method)
+                prompts=args.prompts, method=args.method,
+                **{k: getattr(args, k) for k in ("attention", "activation", "rfa_trig")
+                   if getattr(args, k)})
     return meta, setup
 
 
@@ -216,6 +219,10 @@ class Config(common.AppConfig):
     batch: int = 4
     prompts: int = 1  # candidate prompts in one call
     method: str = "secfwt"  # a conf/method/*.yaml
+    # override the method's layer, e.g. the bench_forward rows: method=fot attention=rfa
+    attention: str | None = None
+    activation: str | None = None
+    rfa_trig: str | None = None
     kernel: str | None = None  # time this small kernel (KERNELS) instead of the model's query
     protocols: list[str] = dataclasses.field(default_factory=lambda: ["aby3", "cheetah"])
     shapes: list[str] = dataclasses.field(
@@ -223,6 +230,7 @@ class Config(common.AppConfig):
     repeats: int = 3
     timeout_s: float = 300.0
     out: str = "results/wan"
+    machine: str = "one shared 2-core machine"  # how the machine was used (into each record)
 
 
 @common.hydra_app(Config, "bench_wan")
@@ -241,8 +249,8 @@ def main(args) -> None:
 
         def save(rec, t=t):
             rec.update(command=command, elapsed_s=time.perf_counter() - t,
-                       machine="one shared 2-core machine (other helpers' jobs running); mp "
-                               "mode, one process per party, relay in the controller process",
+                       machine=f"{args.machine}; mp mode, one process per party, relay in "
+                               "the controller process",
                        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
             common.write_json(path, old + [rec])
 

@@ -46,6 +46,7 @@ def label(rec: dict) -> str:
         return rec["model"]
     extra = [f"{rec['prompts']} prompts"] if rec.get("prompts", 1) > 1 else []
     extra += [rec["method"]] if rec.get("method", "secfwt") != "secfwt" else []
+    extra += [f"{k}={rec[k]}" for k in ("attention", "activation", "rfa_trig") if rec.get(k)]
     return (f"{rec['model']} ({rec['layers']} layer{'s' * (rec['layers'] != 1)}, hidden "
             f"{rec['hidden']}, seq {rec['seq_len']}, batch {rec['batch']}"
             + "".join(", " + e for e in extra) + ")")

@@ -82,6 +82,17 @@ def test_toolkit_scripts_do_not_edit_sys_path():
      "--protocols aby3 --repeats 3 --timeout-s 600 --out results/wan/roberta-base-layer",
      "timeout_s: 600.0"),
     ("bench_wan.py --kernel mul_1e5 --protocols aby3 cheetah --shapes 1ms", "- cheetah"),
+    pytest.param("bench_wan.py model=roberta-base layers=1 seq_len=128 prompt_len=0 batch=1 "
+                 "method=fot attention=rfa 'protocols=[cheetah]' 'shapes=[10ms_1gbps]' "
+                 "repeats=1 timeout_s=3600 out=results/wan/cheetah_layer_seq128 "
+                 "\"machine='the 2-core machine'\"", "attention: rfa",
+                 marks=pytest.mark.slow),
+    pytest.param("bench_optimizer.py threads=1 generations=20 repeats=5 'quality_dims=[100]' "
+                 "\"machine='the 2-core machine with nothing else running'\"",
+                 "- cmaes_cholesky", marks=pytest.mark.slow),
+    pytest.param("attention_report.py out=results/attention/quiet "
+                 "\"machine='a quiet machine'\"", "machine: a quiet machine",
+                 marks=pytest.mark.slow),
     ("wan_report.py --runs results/wan/runs.json results/wan/v2/runs.json",
      "- results/wan/v2/runs.json"),
     ("approx_real.py --n-test 64 --n-attn 8 --backends plaintext_fxp --variants exact "
