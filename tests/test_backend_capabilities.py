@@ -90,6 +90,7 @@ def _evaluate(backend):
     return ev, ev.logits(ev.share_examples(_batch()), prompts)
 
 
+@pytest.mark.slow  # over 5 s (README: the fast lane's rule)
 def test_evaluator_path_follows_capabilities_not_names():
     # the fixed-point emulation named "plaintext": still the MPC program (one-hot lookups)
     ev_fxp, want_fxp = _evaluate(make_backend("plaintext_fxp"))

@@ -58,6 +58,7 @@ def snapshot(d: pathlib.Path) -> dict:
 
 # -- 1. a resume accepts only the same run ---------------------------------------------------
 
+@pytest.mark.slow  # over 5 s (README: the fast lane's rule)
 def test_resume_with_a_different_run_is_refused_before_anything_changes(tmp_path):
     launch(tmp_path, "budget=18", "checkpoint_every=1")
     before = snapshot(tmp_path)
@@ -368,6 +369,7 @@ def test_masked_trig_on_plaintext_fxp_is_refused_saying_what_to_use(tmp_path):
         launch(tmp_path, "method=secfwt", "protocol=plaintext_fxp")
 
 
+@pytest.mark.slow  # over 5 s (README: the fast lane's rule)
 def test_secfwt_on_planted_runs_at_the_defaults(tmp_path):
     # with BBT's add mode (the prompt after the LayerNorm) a planted teacher exists for secfwt
     s = launch(tmp_path, "method=secfwt", "budget=6")
