@@ -53,6 +53,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from secfwt_jax.config import check_choice  # noqa: E402
 from secfwt_jax.tuning import make_optimizer  # noqa: E402
 
 
@@ -82,7 +83,7 @@ class Ours:
     """Our CMA-ES variant ``name`` driven exactly as tuning/loop.py drives it: jax.jit(ask),
     jax.jit(tell)."""
 
-    def __init__(self, d: int, popsize: int, name: str = "cmaes"):
+    def __init__(self, d: int, popsize: int, name: str):
         self.opt = make_optimizer(name, dim=d, popsize=popsize, sigma0=1.0)
         self.state = self.opt.init(jax.random.PRNGKey(0), jnp.ones(d))
         t0 = time.perf_counter()
@@ -311,9 +312,8 @@ def markdown(rec: dict) -> str:
 def main(args) -> None:
     load0 = os.getloadavg()
     speed_rows, qual = [], []
-    bad = [v for v in args.variants if v not in ("cmaes", "cmaes_cholesky")]
-    if bad:
-        raise ValueError(f"unknown variants {bad}; accepted: cmaes, cmaes_cholesky")
+    for v in args.variants:  # the full CMA-ES variants (their states count factorisations)
+        check_choice("variant", v, ("cmaes", "cmaes_cholesky"))
     for d in args.dims:
         speed_rows.append(speed(d, args))
         print(json.dumps({v: o["speedup_paired_median"]

@@ -73,6 +73,12 @@ def relayed_backend(protocol: str, timeout_s: float):
     return make_backend(protocol, mode="mp", timeout_s=timeout_s, addresses=own), relay
 
 
+def layer_overrides(args) -> dict:
+    """The layer variants set on the command line (attention=, activation=, rfa_trig=)."""
+    return {k: getattr(args, k) for k in ("attention", "activation", "rfa_trig")
+            if getattr(args, k)}
+
+
 def model_and_inputs(args):
     """(cfg, config, params, words, inputs): the query of `args.method` (default secfwt: rfa
     attention with the masked cos/sin, gelu_puma, normalize_qk; fot_puma: the exact forward with
@@ -89,9 +95,9 @@ def model_and_inputs(args):
         num_features=method.get("num_features", 64),
         normalize_qk=method.get("normalize_qk", False),
     ))
-    variant = dict(attention=args.attention or method.attention,
-                   activation=args.activation or method.activation,
-                   rfa_trig=args.rfa_trig or method.get("rfa_trig", "builtin"))
+    variant = dict(attention=method.attention, activation=method.activation,
+                   rfa_trig=method.get("rfa_trig", "builtin"))
+    variant.update(layer_overrides(args))
     config, params, _ = common.variant_model(cfg, variant)
     words, inputs = common.query_inputs(cfg, config, params)
     return cfg, config, params, words, inputs
@@ -111,8 +117,7 @@ def model_setup(args):
     meta = dict(model=args.model, layers=config.num_hidden_layers, hidden=config.hidden_size,
                 seq_len=args.seq_len, prompt_len=args.prompt_len, batch=args.batch,
                 prompts=args.prompts, method=args.method,
-                **{k: getattr(args, k) for k in ("attention", "activation", "rfa_trig")
-                   if getattr(args, k)})
+                **layer_overrides(args))
     return meta, setup
 
 

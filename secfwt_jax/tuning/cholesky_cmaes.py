@@ -42,8 +42,9 @@ from secfwt_jax.tuning.base import mm
 from secfwt_jax.tuning.cma_base import (
     CMABase,
     active_weights,
-    covariance_decay,
     finish,
+    full_covariance,
+    lazy_factorise,
     recombine,
     step_size_and_paths,
 )
@@ -122,16 +123,8 @@ class CholeskyCMAES(CMABase):
         p_sigma, sigma, p_c, h_sigma = step_size_and_paths(p, state, y_w, white_y_w)
 
         w_o = active_weights(p, w, jnp.sum(white**2, axis=1))  # eq. (46)
-        C = (  # eq. (47), as in cmaes.py
-            covariance_decay(p, h_sigma) * state.C
-            + p.c_1 * jnp.outer(p_c, p_c)
-            + p.c_mu * mm(y.T * w_o, y)
-        )
-        g = state.generation
-        due = g + 1 - state.eigen_generation >= p.eigen_interval  # lazy, as in cmaes.py
-        C, A = jax.lax.cond(
-            due, lambda C: cholesky_factor(C, p.eig_floor), lambda C: (C, state.A), C
-        )
-        eigen_generation = jnp.where(due, g + 1, state.eigen_generation)
+        C = full_covariance(p, state, h_sigma, p_c, y, w_o)  # eq. (47)
+        (C, A), eigen_generation = lazy_factorise(  # lazy, as in cmaes.py
+            p, state, C, lambda C: cholesky_factor(C, p.eig_floor), (state.A,))
         return finish(state, z, fitness, mean=mean, sigma=sigma, C=C, A=A,
                       p_sigma=p_sigma, p_c=p_c, eigen_generation=eigen_generation)

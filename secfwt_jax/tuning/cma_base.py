@@ -248,6 +248,29 @@ def covariance_decay(p: CMAESParams, h_sigma: jax.Array) -> jax.Array:
     return 1 + p.c_1 * delta_h - p.c_1 - p.c_mu * float(sum(p.weights))
 
 
+def full_covariance(p: CMAESParams, state, h_sigma: jax.Array, p_c: jax.Array, y: jax.Array,
+                    w_o: jax.Array) -> jax.Array:
+    """eq. (47) for a full ``state.C (d, d)``: C <- (1 + c_1 delta(h) - c_1 - c_mu sum w_j) C
+    + c_1 p_c p_c^T + c_mu sum_i w_i^o y_{i:lambda} y_{i:lambda}^T, from the sorted steps
+    ``y (P, d)`` and the active weights ``w_o (P,)``."""
+    return (
+        covariance_decay(p, h_sigma) * state.C
+        + p.c_1 * jnp.outer(p_c, p_c)
+        + p.c_mu * mm(y.T * w_o, y)
+    )
+
+
+def lazy_factorise(p: CMAESParams, state, C: jax.Array, factorise, kept: tuple):
+    """Lazy factorisation of a full C (tutorial Sec. B.2; pycma's ``update_now``): the O(n^3)
+    ``factorise(C) -> (C, *factors)`` runs once ``eigen_interval`` tells have passed since the
+    last one, else ``(C, *kept)``; lax.cond executes only the taken branch (under vmap it
+    becomes a select and computes both). Returns ``(C, *factors), eigen_generation``."""
+    g = state.generation
+    due = g + 1 - state.eigen_generation >= p.eigen_interval
+    out = jax.lax.cond(due, factorise, lambda C: (C, *kept), C)
+    return out, jnp.where(due, g + 1, state.eigen_generation)
+
+
 def finish(state, z: jax.Array, fitness: jax.Array, **updated):
     """The last step of tell: the best point so far and the generation count, with the
     variant's ``updated`` fields."""

@@ -32,8 +32,9 @@ from secfwt_jax.tuning.cma_base import (
     CMABase,
     CMAESParams,
     active_weights,
-    covariance_decay,
     finish,
+    full_covariance,
+    lazy_factorise,
     recombine,
     step_size_and_paths,
 )
@@ -129,24 +130,8 @@ class CMAES(CMABase):
         p_sigma, sigma, p_c, h_sigma = step_size_and_paths(p, state, y_w, white_y_w)
 
         w_o = active_weights(p, w, jnp.sum(ybd**2, axis=1))  # eq. (46)
-        # eq. (47): C <- (1 + c_1 delta(h) - c_1 - c_mu sum w_j) C
-        #                 + c_1 p_c p_c^T + c_mu sum_i w_i^o y_{i:lambda} y_{i:lambda}^T
-        C = (
-            covariance_decay(p, h_sigma) * state.C
-            + p.c_1 * jnp.outer(p_c, p_c)
-            + p.c_mu * mm(y.T * w_o, y)
-        )
-        # Lazy B, D (tutorial Sec. B.2; pycma's update_now): the O(n^3) eigendecomposition
-        # runs once eigen_interval tells have passed since the last one; lax.cond executes
-        # only the taken branch (under vmap it becomes a select and computes both).
-        g = state.generation
-        due = g + 1 - state.eigen_generation >= p.eigen_interval
-        C, B, D = jax.lax.cond(
-            due,
-            lambda C: eigen(C, p.eig_floor),
-            lambda C: (C, state.B, state.D),
-            C,
-        )
-        eigen_generation = jnp.where(due, g + 1, state.eigen_generation)
+        C = full_covariance(p, state, h_sigma, p_c, y, w_o)  # eq. (47)
+        (C, B, D), eigen_generation = lazy_factorise(  # lazy B, D (tutorial Sec. B.2)
+            p, state, C, lambda C: eigen(C, p.eig_floor), (state.B, state.D))
         return finish(state, z, fitness, mean=mean, sigma=sigma, C=C, B=B, D=D,
                       p_sigma=p_sigma, p_c=p_c, eigen_generation=eigen_generation)
