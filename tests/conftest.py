@@ -13,6 +13,12 @@ for a whole module may instead call `pytest.importorskip("spu")` at its top.
 
 experiments/ is put on sys.path, as `python experiments/x.py` has it, so that tests may load
 a script (spec_from_file_location) whose `import common` finds the experiments' toolkit.
+
+One BLAS thread per test process (OPENBLAS/OMP/MKL_NUM_THREADS, unless already set), inherited by
+the processes the tests start: CI runs two pytest-xdist workers on two cores, and OpenBLAS's
+threads (numpy's, pycma's, the LAPACK behind jax's CPU linalg) spin while they wait, so two
+workers' threads fought each other: the two pycma comparisons at d=100 took 253 s each when they
+ran side by side, 8 s with one BLAS thread each (2026-11-30). Set before numpy is imported.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ import os
 import pathlib
 import sys
 
-import pytest
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
 
 EXPERIMENTS = str(pathlib.Path(__file__).resolve().parent.parent / "experiments")
 if EXPERIMENTS not in sys.path:

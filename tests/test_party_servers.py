@@ -84,6 +84,14 @@ def still_running(pids, wait_s: float = 30) -> list[int]:
     return [p for p in pids if running(p)]
 
 
+def log_says(path, text: str, wait_s: float = 15) -> bool:
+    """Whether the log file at path holds text within wait_s seconds."""
+    deadline = time.time() + wait_s
+    while text not in path.read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    return text in path.read_text()
+
+
 def run_py(cluster, run_dir, *extra, popen=False):
     cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "protocol=aby3",
            f"protocol.cluster={cluster}", "protocol.timeout_s=20", "eval_every=0",
@@ -220,7 +228,7 @@ def test_a_party_killed_mid_run_is_a_clear_error_and_nothing_is_left_running(tmp
         for r in (0, 1):  # long-lived: alive, the session ended, waiting for the next one
             assert servers.procs[r].poll() is None
             assert servers.status(r)["session"] is None
-            assert "ended" in servers.logs[r].read_text()
+            assert log_says(servers.logs[r], "ended")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -250,7 +258,9 @@ def test_a_data_owner_that_dies_ends_the_servers_sessions(tmp_path):
         assert not still_running(pids)
         for r in range(3):
             assert servers.status(r)["session"] is None
-            assert "the data owner's connection closed" in servers.logs[r].read_text()
+            # the server logs the end after its party process is gone (pids above): allow it
+            # the moment to write the line on a loaded machine
+            assert log_says(servers.logs[r], "the data owner's connection closed")
     finally:
         if owner.poll() is None:
             owner.kill()

@@ -6,6 +6,7 @@ import multiprocessing
 import pathlib
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -31,6 +32,9 @@ def test_tls_options_are_checked(tmp_path):
         make_backend("aby3", mode="mp", tls={"cert": "nope", "key": "b", "ca": "c"})
     with pytest.raises(ValueError, match="tls must be a dict with keys"):
         make_backend("aby3", mode="mp", tls={"cert": "a"})
+    for mode, value in (("sim", 10), ("mp", 0)):
+        with pytest.raises(ValueError, match=f"start_timeout_s={value}: a positive number"):
+            make_backend("aby3", mode=mode, start_timeout_s=value)
 
 
 @pytest.mark.slow
@@ -44,8 +48,11 @@ def test_tls_links_compute_and_refuse_an_unknown_ca(tmp_path):
     assert cost.bytes_total > 0
     other = certs(tmp_path / "b")
     wrong = dict(tls, ca=other["ca"])  # this CA did not sign the parties' certificate
-    with pytest.raises(BackendError, match="did not finish start"):
-        make_backend("aby3", mode="mp", timeout_s=5, tls=wrong)
+    # start_timeout_s bounds the wait for a mesh that cannot connect (default: at least 60 s)
+    t0 = time.monotonic()
+    with pytest.raises(BackendError, match="did not finish start within 15 s"):
+        make_backend("aby3", mode="mp", timeout_s=5, tls=wrong, start_timeout_s=15)
+    assert time.monotonic() - t0 < 45
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("spu-party")]
 
 

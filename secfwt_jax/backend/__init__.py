@@ -54,6 +54,7 @@ def make_backend(
     fraction_bits: int | None = 18, timeout_s: float = 60.0, addresses: list[str] | None = None,
     runtime_options: dict | None = None, compiler_options: dict | None = None,
     dealer: str | None = None, tls: dict | None = None, cluster=None,
+    start_timeout_s: float | None = None,
 ):
     """A backend by name.
 
@@ -69,14 +70,20 @@ def make_backend(
     SPU build). tls: mp mode only, {"cert", "key", "ca"} PEM paths (experiments/make_certs.sh):
     the parties' brpc links use TLS and verify each other against the CA. cluster: mp mode
     only, a cluster file (path or party_cluster.Cluster): the parties are the party servers it
-    lists (python -m secfwt_jax.party), with its TLS settings. Unknown names raise
-    ValueError listing the accepted ones.
+    lists (python -m secfwt_jax.party), with its TLS settings. start_timeout_s: mp mode with
+    local party processes only, how long starting them and connecting their mesh may take
+    before a PartyError (default None: max(timeout_s, 60); a mesh that cannot connect, e.g. a
+    wrong TLS CA, fails after it). Unknown names raise ValueError listing the accepted ones.
     """
     _check("protocol", protocol, PROTOCOLS)
     _check("mode", mode, MODES)
     _check("field", field, FIELDS)
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    if start_timeout_s is not None and (mode != "mp" or cluster is not None
+                                        or not start_timeout_s > 0):
+        raise ValueError(f"start_timeout_s={start_timeout_s!r}: a positive number, for mode='mp' "
+                         "with local party processes only (a cluster file has connect_timeout_s)")
     check_dealer(protocol, dealer)  # before any work, without spu
     if cluster is not None:
         cluster = _check_cluster(protocol, mode, cluster, addresses, tls)
@@ -95,7 +102,7 @@ def make_backend(
     return SpuBackend(
         protocol, mode=mode, field=field, fraction_bits=fraction_bits, timeout_s=timeout_s,
         addresses=addresses, runtime_options=runtime_options, compiler_options=compiler_options,
-        dealer=dealer, tls=tls, cluster=cluster,
+        dealer=dealer, tls=tls, cluster=cluster, start_timeout_s=start_timeout_s,
     )
 
 

@@ -94,6 +94,7 @@ class SpuBackend:
         timeout_s: float = 60.0, addresses: list[str] | None = None,
         runtime_options: dict | None = None, compiler_options: dict | None = None,
         dealer: str | None = None, tls: dict | None = None, cluster=None,
+        start_timeout_s: float | None = None,
     ):
         self.name = protocol
         self.mode = mode
@@ -127,7 +128,7 @@ class SpuBackend:
             self.parties = RemoteParties(self.n_parties, self.config, self.timeout_s, cluster)
         else:
             self.parties = ProcParties(self.n_parties, self.config, self.timeout_s, addresses,
-                                       check_tls(tls))
+                                       check_tls(tls), start_timeout_s=start_timeout_s)
 
     # -- public API -----------------------------------------------------------------------
 

@@ -202,10 +202,12 @@ class ProcParties:
     mode = "mp"
 
     def __init__(self, n: int, config, timeout_s: float, addresses: list[str] | None = None,
-                 tls: dict | None = None, ranks: list[int] | None = None, cancel=None):
+                 tls: dict | None = None, ranks: list[int] | None = None, cancel=None,
+                 start_timeout_s: float | None = None):
         """ranks: the parties this object starts (default all n; a party server starts its
         own one, the others run elsewhere at `addresses`); local index i is party ranks[i].
-        cancel: a threading.Event; once set, a pending wait fails (a session abort)."""
+        cancel: a threading.Event; once set, a pending wait fails (a session abort).
+        start_timeout_s: the bound on starting and connecting (None: max(timeout_s, 60))."""
         if addresses is None:
             addresses = [f"127.0.0.1:{_free_port()}" for _ in range(n)]
         if len(addresses) != n:
@@ -217,7 +219,8 @@ class ProcParties:
         # The heartbeat judges silence (timeout_s). The links' own receive timeout only backs
         # it up (a party that raised or died is handled at once), so it is generous: a peer
         # may compute for minutes between two messages on a large model.
-        self.start_timeout_s = max(timeout_s, START_TIMEOUT_S)
+        self.start_timeout_s = (max(timeout_s, START_TIMEOUT_S) if start_timeout_s is None
+                                else float(start_timeout_s))
         self.link_timeout_s = max(timeout_s, LINK_TIMEOUT_S)
         self.log_dir = tempfile.mkdtemp(prefix="secfwt-spu-mp-")
         ctx = multiprocessing.get_context("spawn")

@@ -187,7 +187,12 @@ class CMABase(SizedByParams):
         key, sub = jax.random.split(state.key)
         u = jax.random.normal(sub, (self.popsize, self.dim), jnp.float32)  # eq. (38)
         z = state.mean + state.sigma * self.sample_steps(state, u)  # eqs. (39), (40)
-        return z, state.replace(key=key)
+        return z, state.replace(key=key, **self.kept_draws(u, z))
+
+    def kept_draws(self, u: jax.Array, z: jax.Array) -> dict[str, jax.Array]:
+        """State fields that ask sets from its draws ``u`` and candidates ``z`` besides the key
+        (none here; the Cholesky variant keeps both for tell)."""
+        return {}
 
 
 def recombine(p: CMAESParams, state, z: jax.Array, fitness: jax.Array):
