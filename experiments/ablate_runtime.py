@@ -41,8 +41,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from secfwt_jax.backend import make_backend
-from secfwt_jax.backend.masked_trig import call_trig_masks, model_reveal_fn
-from secfwt_jax.config import check_choice
+from secfwt_jax.backend.masked_trig import call_trig_masks, model_ops
+from secfwt_jax.config import ACTIVATIONS, check_choice
 from secfwt_jax.model import verbalizer_fn
 
 # name -> SPU RuntimeConfig attributes (enum values by member name): only options that leave
@@ -83,21 +83,29 @@ class Config(common.AppConfig):
     repeats: int = 2  # study=options: rounds of all variants, interleaved
     variants: list[str] | None = None  # study=options: names from VARIANTS (null: all)
     calls: int = 3  # study=semi2k_cache: calls in a row on the same resident weights
+    activation: str | None = None  # null: method=secfwt's (gelu_puma); e.g. gelu_puma_fused
+    # how the machine was used while it ran (said in the record)
+    machine: str = "shared 2-core CPU, other jobs running"
     timeout_s: float = 3600
     seed: int = 0
     out: str = os.path.join("results", "runtime_ablation")
 
 
-def secfwt_layers() -> dict:
-    """method=secfwt's layer settings, read from its Hydra config (the one run.py uses)."""
+def secfwt_layers(cfg) -> dict:
+    """method=secfwt's layer settings, read from its Hydra config (the one run.py uses), with
+    cfg.activation in place of its activation when set."""
     conf = OmegaConf.load(os.path.join(common.CONF_DIR, "method", "secfwt.yaml"))
-    return {k: conf[k] for k in METHOD_KEYS}
+    layers = {k: conf[k] for k in METHOD_KEYS}
+    if cfg.get("activation"):
+        check_choice("activation", cfg.activation, ACTIVATIONS)
+        layers["activation"] = cfg.activation
+    return layers
 
 
 def setup(cfg):
     """(ModelConfig, params, weights note, {P: (embeds, mask, mask_onehot, prompts)}, words)."""
     config, params, weights = common.build_model(cfg.model, cfg.seed, cfg.layers,
-                                                 **secfwt_layers())
+                                                 **secfwt_layers(cfg))
     rng = np.random.default_rng(int(cfg.seed))
     text_len = int(cfg.seq_len) - int(cfg.prompt_len)
     ids, mask, mask_onehot = common.random_examples(config, rng, int(cfg.batch), text_len)
@@ -111,7 +119,7 @@ def setup(cfg):
 def calls(be, cfg, config, params, data, words, n: int, cache: bool = False):
     """[(P, revealed logits (P, B, C), CallCost or None)] of n calls per population on `be`,
     the weights put once."""
-    f = verbalizer_fn(config, words, reveal=model_reveal_fn(be, config))
+    f = verbalizer_fn(config, words, ops=model_ops(be, config))
     if cache:
         from secfwt_jax.backend.spu_cache import cached_weights_fn
 
@@ -144,10 +152,10 @@ def row(cost, err: float, **extra) -> dict:
 def setting(cfg, config, weights, **extra) -> dict:
     return dict(
         model=cfg.model.name, layers=config.num_hidden_layers, hidden=config.hidden_size,
-        method="secfwt (" + ", ".join(f"{k}={v}" for k, v in secfwt_layers().items()) + ")",
+        method="secfwt (" + ", ".join(f"{k}={v}" for k, v in secfwt_layers(cfg).items()) + ")",
         seq_len=int(cfg.seq_len), prompt_len=int(cfg.prompt_len), batch=int(cfg.batch),
         field="FM64", fraction_bits=18, mode="sim", weights=weights,
-        machine="shared 2-core CPU, other jobs running: wall times only comparable within "
+        machine=f"{cfg.machine}: wall times only comparable within "
         "this run", **extra)
 
 

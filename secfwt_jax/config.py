@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 ATTENTIONS = ("softmax", "softmax_puma", "rfa", "favor", "2quad")
-ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_puma", "quad")
+ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_puma", "gelu_puma_fused", "quad")
 LAYERNORMS = ("exact",)
 RFA_FEATURE_KINDS = ("iid", "orthogonal")
 RFA_TRIGS = ("builtin", "masked")

@@ -93,6 +93,8 @@ def test_toolkit_scripts_do_not_edit_sys_path():
     pytest.param("attention_report.py out=results/attention/quiet "
                  "\"machine='a quiet machine'\"", "machine: a quiet machine",
                  marks=pytest.mark.slow),
+    ("ablate_runtime.py 'variants=[default]' repeats=2 activation=gelu_puma_fused "
+     "out=results/runtime_ablation/gelu_fusion/gelu_puma_fused", "activation: gelu_puma_fused"),
     ("wan_report.py --runs results/wan/runs.json results/wan/v2/runs.json",
      "- results/wan/v2/runs.json"),
     ("approx_real.py --n-test 64 --n-attn 8 --backends plaintext_fxp --variants exact "
@@ -181,3 +183,25 @@ def test_protocol_configs_share_one_base():
         assert not set(cfg) & inherited[parent], f"{path.name} repeats base keys"
         seen.add((path.stem, parent))
     assert {("aby3", "spu_base"), ("plaintext", "base")} <= seen
+
+
+@pytest.mark.slow
+@pytest.mark.spu
+def test_ablate_runtime_runs_on_the_tiny_model(tmp_path):
+    """The runtime/activation ablation end to end (tiny model, one round): its record holds the
+    bytes and the error against plaintext, and the fused GeLU sends fewer bytes than PUMA's."""
+    import json
+
+    bytes_ = {}
+    for act in ("gelu_puma", "gelu_puma_fused"):
+        out = subprocess.run(
+            [sys.executable, str(EXPERIMENTS / "ablate_runtime.py"), "model=tiny", "repeats=1",
+             "variants=[default]", f"activation={act}", f"out={tmp_path / act}"],
+            capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-3000:]
+        rec = json.loads((tmp_path / act / "options_tiny_L1_aby3.json").read_text())
+        (row,) = rec["summary"]
+        assert f"activation={act}" in rec["setting"]["method"]
+        assert row["max_abs_err"] < 1e-2
+        bytes_[act] = row["bytes_total"]
+    assert bytes_["gelu_puma_fused"] < bytes_["gelu_puma"]
