@@ -10,6 +10,7 @@ ours in float32. The comparisons at d >= 50 are marked slow (mostly pycma's own 
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -110,6 +111,11 @@ def pycma_evals_to_target(f, target, x0, sigma0, seeds):
 
 
 slow = pytest.mark.slow
+# opt-in: the two d=50 comparisons take ~2 min of CPU together (pycma's Python loop), which the
+# CI suite's 15 minutes on 2 cores cannot hold; they pass (2026-11-30, both variants)
+LONG = "SECFWT_LONG_TESTS"
+long_only = pytest.mark.skipif(not os.environ.get(LONG), reason=f"a long test: set {LONG}=1 to "
+                               "run it (pycma at d=50, about a minute)")
 
 
 @pytest.mark.parametrize(
@@ -119,17 +125,18 @@ slow = pytest.mark.slow
         ("cmaes", "ellipsoid", 10),
         ("cmaes", "rosenbrock", 10),
         pytest.param("cmaes", "sphere", 50, marks=slow),
-        pytest.param("cmaes", "ellipsoid", 50, marks=slow),
-        pytest.param("cmaes", "rosenbrock", 50, marks=slow),
+        pytest.param("cmaes", "ellipsoid", 50, marks=[slow, long_only]),
+        pytest.param("cmaes", "rosenbrock", 50, marks=[slow, long_only]),
         # d=100: the first dimension here where B and D are updated lazily (every 2 tells)
         pytest.param("cmaes", "sphere", 100, marks=slow),
         # the Cholesky-factor variant (a named deviation) must search as well as pycma too
         ("cmaes_cholesky", "sphere", 10),
         pytest.param("cmaes_cholesky", "ellipsoid", 10, marks=slow),
         pytest.param("cmaes_cholesky", "rosenbrock", 10, marks=slow),
-        # d=100: lazy refactorisation (every 2 tells); its d=50 runs passed too (2026-11-30:
-        # ellipsoid and rosenbrock within 1.5x) but are left out of CI for time
+        # d=100: lazy refactorisation (every 2 tells)
         pytest.param("cmaes_cholesky", "sphere", 100, marks=slow),
+        pytest.param("cmaes_cholesky", "ellipsoid", 50, marks=[slow, long_only]),
+        pytest.param("cmaes_cholesky", "rosenbrock", 50, marks=[slow, long_only]),
     ],
 )
 def test_cmaes_needs_at_most_1_5x_pycma_median_evaluations(name, problem, dim):
