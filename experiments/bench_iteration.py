@@ -12,6 +12,8 @@ Methods and what "one iteration" is (every record states it in `unit` and `defin
 - fot_secfwt: the same as method=secfwt: RFA with l2-normalised q/k, the one-round masked
   cos/sin (fresh masks from the data owner each call, shared as inputs and counted) and PUMA's
   GeLU.
+- fot_secfwt_fused: fot_secfwt with `activation=gelu_puma_fused` (PUMA's GeLU segments with one
+  truncation per segment and the comparisons in one call; a named option, not the paper's).
 - sft_grad / sft_update: the two parts of an SFT step as separate programs (unit "part"), for
   protocols where the whole step does not fit (Cheetah): sft_grad is the forward + backward,
   sft_update the Adam update of every trainable parameter. The update is element-wise, so it is
@@ -113,7 +115,7 @@ class Config(common.AppConfig):
 
 # forward-only methods: the run.py method config each one uses (experiments/conf/method/)
 FOT_METHOD_CONFIGS = {"fot_softmax": "fot", "fot_rfa": "fot", "fot_puma": "fot_puma",
-                      "fot_secfwt": "secfwt"}
+                      "fot_secfwt": "secfwt", "fot_secfwt_fused": "secfwt"}
 LAYER_KEYS = ("attention", "activation", "feature_kind", "normalize_qk", "rfa_trig")
 
 
@@ -125,6 +127,8 @@ def fot_variant(method: str) -> dict:
     over = {k: conf[k] for k in LAYER_KEYS}
     if method == "fot_rfa":
         over["attention"] = "rfa"
+    if method == "fot_secfwt_fused":
+        over["activation"] = "gelu_puma_fused"
     return over
 
 

@@ -76,6 +76,9 @@ def test_toolkit_scripts_do_not_edit_sys_path():
     ("probe_dealers.py", "out: results/dealer"),
     ("probe_eigh_threads.py", "rounds: 3"),
     ("relabel_dealer.py 'dirs=[results/batching]'", "- results/batching"),
+    ("bench_iteration.py model=roberta-base 'compose_from=[1,2]' seq_len=128 batch=1 "
+     "population=20 'protocols=[aby3]' 'methods=[fot_secfwt,fot_secfwt_fused]' generation=skip "
+     "timeout_s=7200 out_dir=results/iteration/quiet/gelu_fusion", "- fot_secfwt_fused"),
     ("bench_iteration.py model=tiny layers=2 'compose_from=[1,2]' seq_len=16 prompt_len=4 "
      "population=4 out_dir=results/iteration/validation_tiny_composed_L2", "population: 4"),
     ("bench_wan.py --model roberta-base --layers 1 --seq-len 32 --prompt-len 8 --batch 1 "
@@ -205,3 +208,15 @@ def test_ablate_runtime_runs_on_the_tiny_model(tmp_path):
         assert row["max_abs_err"] < 1e-2
         bytes_[act] = row["bytes_total"]
     assert bytes_["gelu_puma_fused"] < bytes_["gelu_puma"]
+
+
+def test_bench_iteration_fot_methods_are_run_py_methods():
+    """Each forward-only benchmark method is its run.py method config's layers; fot_secfwt_fused
+    is fot_secfwt with the fused GeLU and nothing else."""
+    import bench_iteration as bi  # experiments/ is on sys.path (conftest.py)
+
+    secfwt, fused = bi.fot_variant("fot_secfwt"), bi.fot_variant("fot_secfwt_fused")
+    assert secfwt["activation"] == "gelu_puma" and fused["activation"] == "gelu_puma_fused"
+    assert {k: v for k, v in fused.items() if k != "activation"} == {
+        k: v for k, v in secfwt.items() if k != "activation"}
+    assert bi.fot_variant("fot_rfa")["attention"] == "rfa"
