@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 
 from secfwt_jax.backend import make_backend
 from secfwt_jax.backend.masked_trig import call_trig_masks, model_ops
-from secfwt_jax.config import ACTIVATIONS, check_choice
+from secfwt_jax.config import check_choice
 from secfwt_jax.model import verbalizer_fn
 
 # name -> SPU RuntimeConfig attributes (enum values by member name): only options that leave
@@ -93,11 +93,10 @@ class Config(common.AppConfig):
 
 def secfwt_layers(cfg) -> dict:
     """method=secfwt's layer settings, read from its Hydra config (the one run.py uses), with
-    cfg.activation in place of its activation when set."""
+    cfg.activation in place of its activation when set (ModelConfig checks the name)."""
     conf = OmegaConf.load(os.path.join(common.CONF_DIR, "method", "secfwt.yaml"))
     layers = {k: conf[k] for k in METHOD_KEYS}
     if cfg.get("activation"):
-        check_choice("activation", cfg.activation, ACTIVATIONS)
         layers["activation"] = cfg.activation
     return layers
 

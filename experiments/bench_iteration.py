@@ -117,6 +117,9 @@ class Config(common.AppConfig):
 FOT_METHOD_CONFIGS = {"fot_softmax": "fot", "fot_rfa": "fot", "fot_puma": "fot_puma",
                       "fot_secfwt": "secfwt", "fot_secfwt_fused": "secfwt"}
 LAYER_KEYS = ("attention", "activation", "feature_kind", "normalize_qk", "rfa_trig")
+# what a benchmark method sets on top of its method config
+FOT_OVERRIDES = {"fot_rfa": {"attention": "rfa"},
+                 "fot_secfwt_fused": {"activation": "gelu_puma_fused"}}
 
 
 def fot_variant(method: str) -> dict:
@@ -124,12 +127,7 @@ def fot_variant(method: str) -> dict:
     fot_secfwt is exactly `method=secfwt` (fot_rfa: `method=fot` with attention=rfa)."""
     conf = OmegaConf.load(os.path.join(common.CONF_DIR, "method",
                                        FOT_METHOD_CONFIGS[method] + ".yaml"))
-    over = {k: conf[k] for k in LAYER_KEYS}
-    if method == "fot_rfa":
-        over["attention"] = "rfa"
-    if method == "fot_secfwt_fused":
-        over["activation"] = "gelu_puma_fused"
-    return over
+    return {**{k: conf[k] for k in LAYER_KEYS}, **FOT_OVERRIDES.get(method, {})}
 
 
 
