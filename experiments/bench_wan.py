@@ -13,6 +13,13 @@ OUT/runs.json, rewritten after every repeat (`summary`: per-call wall times, the
 SPU's bytes and send actions); experiments/wan_report.py turns runs.json files into tables.
 Party count: 3 for aby3, else 2 (semi2k, cheetah).
 
+`direct=false` starts the relayed parties only (no LAN column): for counting the rounds of a
+program that two sets of parties do not fit in memory (Cheetah at roberta-large shapes);
+experiments/attach_rounds.py puts those counts into bench_iteration's records of the same
+program (same bytes per party, to the byte). Without direct parties there is no warm-up call:
+the first call is counted, as bench_iteration measures one (a fresh backend, first-call setup
+such as Cheetah's included).
+
 How the relay gets between the parties: yacl's brpc link listens on the address a party's own
 Desc gives for itself and connects to the addresses it gives for the others, and the Desc
 objects of different parties need not agree. So party r is started with a Desc whose own entry
@@ -166,14 +173,20 @@ def run_protocol(protocol: str, args, shapes: list[str], meta: dict, setup, save
 
     from secfwt_jax.backend import make_backend
 
-    direct = make_backend(protocol, mode="mp", timeout_s=args.timeout_s)
+    # direct=False: the relayed parties only (counting the rounds of a program too large for
+    # two sets of parties in memory); its records have no LAN run and validate nothing
+    direct = make_backend(protocol, mode="mp", timeout_s=args.timeout_s) if args.direct else None
     relayed, relay = relayed_backend(protocol, args.timeout_s)
-    runs = {name: [] for name in ["lan", *shapes]}
+    runs = {name: [] for name in ["lan"] * bool(direct) + shapes}
     cost_rec = None
     try:
-        calls = {"direct": setup(direct), "relay": setup(relayed)}
-        calls["direct"]()  # warm-up (first-call effects) on both
-        calls["relay"]()
+        calls = {"relay": setup(relayed)}
+        if direct is not None:  # warm-up (first-call effects) on both
+            calls["direct"] = setup(direct)
+            calls["direct"]()
+            calls["relay"]()
+        # else no warm-up: the first call is counted, as bench_iteration measures a program (on
+        # a fresh backend, first-call setup included), so that the two send the same bytes
         for rep in range(args.repeats):
             for name in runs:
                 if name == "lan":
@@ -197,7 +210,8 @@ def run_protocol(protocol: str, args, shapes: list[str], meta: dict, setup, save
                 print(f"{protocol} rep {rep} {name}: wall {cost.wall_s:.2f} s{extra}", flush=True)
             save(summary(protocol, meta, args, shapes, cost_rec, runs, rep + 1))
     finally:
-        direct.close()
+        if direct is not None:
+            direct.close()
         relayed.close()
         relay.close()
     return summary(protocol, meta, args, shapes, cost_rec, runs, args.repeats)
@@ -233,6 +247,9 @@ class Config(common.AppConfig):
     shapes: list[str] = dataclasses.field(
         default_factory=lambda: ["1ms", "10ms_1gbps", "40ms_200mbps"])  # SHAPES
     repeats: int = 3
+    # false: no direct (LAN) parties, only the relayed ones, to count the rounds of a program
+    # that two sets of parties do not fit in memory (experiments/attach_rounds.py reads them)
+    direct: bool = True
     timeout_s: float = 300.0
     out: str = "results/wan"
     machine: str = "one shared 2-core machine"  # how the machine was used (into each record)

@@ -61,6 +61,8 @@ def rows(records: list[dict]) -> list[dict]:
     out = []
     for rec in records:
         med = rec["median_wall_s"]
+        if "lan" not in med:  # a rounds-only run (bench_wan direct=false): nothing to validate
+            continue
         lan = med["lan"]
         shapes = [k for k in VALIDATED if k in rec["shapes"]]
         depth = {k: statistics.median(r["relay"]["depth"] for r in rec["runs"][k])
@@ -116,7 +118,8 @@ def batching_rows(records: list[dict]) -> list[dict]:
     for big in records:
         for one in records:
             if (big.get("prompts", 1) <= 1 or one.get("prompts", 1) != 1
-                    or any(big.get(k) != one.get(k) for k in key)):
+                    or any(big.get(k) != one.get(k) for k in key)
+                    or "lan" not in big["median_wall_s"] or "lan" not in one["median_wall_s"]):
                 continue
             p = big["prompts"]
             for name, shape in big["shapes"].items():

@@ -49,6 +49,16 @@ def test_rows_use_composed_records_and_compute_both_sides_ratios():
     assert "roberta-large, 24 layers, seq 128, batch 1" in text
 
 
+def test_a_lan_ratio_of_counted_against_uncounted_rounds_is_marked():
+    records = [rec("sft", "iteration", "composed", 24, 99.0, 100.0, "cheetah"),
+               dict(rec("fot_secfwt", "query", "composed", 24, 9.0, 4.0, "cheetah"), rounds=7)]
+    text = paper_markdown(paper_rows(records))
+    assert "| cheetah | fot_secfwt | query | composed, rounds counted | 10 | 9 | 4 | 10.0x* |" \
+        in text and "*: one side's rounds counted" in text
+    records[0]["rounds"] = 70  # both counted: like for like, no mark
+    assert "| 10.0x | 11.0x |" in paper_markdown(paper_rows(records))
+
+
 def test_main_writes_markdown_and_json(tmp_path, capsys):
     path = tmp_path / "iteration.json"
     path.write_text(json.dumps([rec("sft", "iteration", "measured", 2, 3.0, 1.0, "cheetah")]))

@@ -85,6 +85,13 @@ def test_toolkit_scripts_do_not_edit_sys_path():
      "--protocols aby3 --repeats 3 --timeout-s 600 --out results/wan/roberta-base-layer",
      "timeout_s: 600.0"),
     ("bench_wan.py --kernel mul_1e5 --protocols aby3 cheetah --shapes 1ms", "- cheetah"),
+    ("bench_wan.py model=roberta-large layers=1 seq_len=32 prompt_len=12 batch=1 "
+     "'protocols=[cheetah]' 'shapes=[10ms_1gbps]' repeats=1 direct=false timeout_s=3600 "
+     "out=results/wan/rounds/cheetah_fot", "direct: false"),
+    ("attach_rounds.py 'records=[results/iteration/quiet/cheetah/fot_seq32/iteration.json,"
+     "results/iteration/quiet/cheetah/fot_seq64/iteration.json]' "
+     "'runs=[results/wan/rounds/cheetah_fot/runs.json]'",
+     "- results/wan/rounds/cheetah_fot/runs.json"),
     pytest.param("bench_wan.py model=roberta-base layers=1 seq_len=128 prompt_len=0 batch=1 "
                  "method=fot attention=rfa 'protocols=[cheetah]' 'shapes=[10ms_1gbps]' "
                  "repeats=1 timeout_s=3600 out=results/wan/cheetah_layer_seq128 "
@@ -208,6 +215,39 @@ def test_ablate_runtime_runs_on_the_tiny_model(tmp_path):
         assert row["max_abs_err"] < 1e-2
         bytes_[act] = row["bytes_total"]
     assert bytes_["gelu_puma_fused"] < bytes_["gelu_puma"]
+
+
+@pytest.mark.slow
+@pytest.mark.spu
+def test_rounds_counted_on_the_relay_go_into_the_iteration_records(tmp_path):
+    """bench_wan with the relayed parties only (direct=false) runs bench_iteration's SecFwT query
+    (the same bytes and send actions in all), and attach_rounds puts its relay depth into the
+    record, whose WAN time then charges those rounds (the layer composition of counted rounds:
+    tests/test_costs.py)."""
+    import json
+
+    def script(name, *args):
+        out = subprocess.run([sys.executable, str(EXPERIMENTS / name), *args],
+                             capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    shape = ["model=tiny", "layers=1", "seq_len=16", "prompt_len=4", "batch=1"]
+    script("bench_iteration.py", *shape, "methods=[fot_secfwt]", "generation=skip",
+           f"out_dir={tmp_path / 'it'}", f"hydra.run.dir={tmp_path / 'h'}")
+    script("bench_wan.py", *shape, "protocols=[aby3]", "shapes=[10ms_1gbps]", "repeats=1",
+           "direct=false", f"out={tmp_path / 'wan'}")
+    (run,) = json.loads((tmp_path / "wan" / "runs.json").read_text())
+    assert sorted(run["runs"]) == ["10ms_1gbps"]  # no LAN run
+    records = str(tmp_path / "it" / "iteration.json")
+    said = script("attach_rounds.py", f"records=[{records}]",
+                  f"runs=[{tmp_path / 'wan' / 'runs.json'}]")
+    (rec,) = json.loads(open(records).read())
+    depth = run["runs"]["10ms_1gbps"][0]["relay"]["depth"]
+    assert rec["rounds"] == depth > 100 and f"{depth} rounds" in said
+    assert sum(run["cost"]["bytes_sent"]) == rec["bytes_total"]  # ABY3: to the byte
+    assert rec["networks"]["wan100"]["latency_s"] == pytest.approx(depth * 0.080)
+    assert "(rounds counted)" in (tmp_path / "it" / "iteration.md").read_text()
 
 
 def test_bench_iteration_fot_methods_are_run_py_methods():

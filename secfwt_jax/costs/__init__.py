@@ -5,7 +5,8 @@
 - compose:  compose_layers (1 and 2 layers -> N), extrapolate_entries (slices -> whole update),
             fit_seq / fit_seq_mixed (shorter sequences -> longer), keep_flat_rounds
 - records:  iteration records: load_records, sft_from_parts, whole_update(_record),
-            update_from_step, with_sft, compose_seq, seq_check, composition_check
+            update_from_step, with_sft, compose_seq, seq_check, composition_check,
+            attach_rounds (rounds counted on the WAN relay into measured records)
 - report:   iteration_markdown, composition_markdown, plots, write_iteration
 - paper:    the SecFwT paper's table (PAPER) and ours beside it (paper_rows, paper_markdown)
 
@@ -28,6 +29,7 @@ from .records import (
     METHODS,
     SEQ_FREE,
     SFT_PARTS,
+    attach_rounds,
     compose_seq,
     composition_check,
     load_records,
@@ -41,8 +43,8 @@ from .records import (
 
 __all__ = [
     "BASE_KEYS", "DEFINITIONS", "FIGURES", "FLAT_ROUNDS", "METHODS", "NETS", "SEQ_FREE",
-    "SFT_PARTS", "add", "combine", "compose_layers", "compose_seq", "composition_check",
-    "cost_figures", "extrapolate_entries", "figures_of", "fit_seq", "fit_seq_mixed",
-    "keep_flat_rounds", "lin", "load_records", "networks", "seq_check", "sft_from_parts",
-    "update_from_step", "whole_update", "whole_update_record", "with_sft",
+    "SFT_PARTS", "add", "attach_rounds", "combine", "compose_layers", "compose_seq",
+    "composition_check", "cost_figures", "extrapolate_entries", "figures_of", "fit_seq",
+    "fit_seq_mixed", "keep_flat_rounds", "lin", "load_records", "networks", "seq_check",
+    "sft_from_parts", "update_from_step", "whole_update", "whole_update_record", "with_sft",
 ]

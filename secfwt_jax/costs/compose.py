@@ -42,7 +42,8 @@ def keep_flat_rounds(f1: dict, f2: dict, fig: dict) -> dict:
     kernel and leaf whatever the size (the counts differ by noise of +-1%), and a line through
     two noisy near-equal counts, read far out, would be noise (or negative: Cheetah's
     truncation class went from 13726 to 12894 between slices). Counts that grow (Cheetah's OT
-    batches) keep their extrapolated value. Changes and returns `fig`."""
+    batches) keep their extrapolated value. Counted rounds (`rounds`, where `fig` has them)
+    follow the same rule. Changes and returns `fig`."""
 
     def flat(c1, c2):  # does not grow (counts that shrink, by noise, are not read out either)
         return c2 - c1 <= FLAT_ROUNDS * max(c2, 1)
@@ -52,6 +53,8 @@ def keep_flat_rounds(f1: dict, f2: dict, fig: dict) -> dict:
     if flat(f1["send_actions_total"], f2["send_actions_total"]):
         fig["send_actions"] = list(f2["send_actions"])
         fig["send_actions_total"] = f2["send_actions_total"]
+    if "rounds" in fig and flat(f1["rounds"], f2["rounds"]):  # counted rounds, the same rule
+        fig["rounds"] = f2["rounds"]
     for k, v in fig["by_op_class"].items():
         c1, c2 = f1["by_op_class"][k]["send_actions"], f2["by_op_class"][k]["send_actions"]
         if flat(c1, c2):

@@ -11,6 +11,10 @@ writes one per record; composed records hold the same keys):
     by_op_class         {class: {time_s: s (mean over parties), bytes: int, send_actions: int}}
                         (classes: secfwt_jax.backend.cost.OP_CLASSES)
     party_order         how the per-party lists are ordered (cost.CallCost.party_order)
+    rounds              optional: sequential rounds counted on a run whose links passed the WAN
+                        relay (cost.CallCost.rounds; experiments/attach_rounds.py); absent:
+                        not counted, and the network model takes the busiest party's send
+                        actions (secfwt_jax.backend.network.rounds_of)
 
 Every composition in secfwt_jax.costs is one walk, `combine`, over same-shaped figures:
 `add` (two programs run one after the other), `lin` (a point on the line through two), and the
@@ -25,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 FIGURES = ("wall_s", "bytes_total", "bytes_sent", "send_actions", "send_actions_total",
            "by_op_class", "party_order")
+OPTIONAL = ("rounds",)  # figures a record may lack (a composition keeps them only if all have them)
 NETS = ("lan", "wan100", "wan200")  # the networks every record is modelled on
 NETWORK_KEYS = ("total_s", "transfer_s", "latency_s", "compute_s")  # seconds, per network
 
@@ -40,20 +45,26 @@ def cost_figures(cost) -> dict:
                              send_actions=int(v.send_actions))
                      for k, v in cost.by_op_class.items()},
         party_order=cost.party_order,
+        **({} if getattr(cost, "rounds", None) is None else {"rounds": int(cost.rounds)}),
     )
 
 
 def figures_of(record: dict) -> dict:
-    """The figures of a record (measured or composed), without its setting and networks."""
+    """The figures of a record (measured or composed), without its setting and networks; the
+    OPTIONAL ones where the record has them (not None)."""
     missing = [k for k in FIGURES if k not in record]
     if missing:
         raise KeyError(f"record has no figures {missing}; a record needs {list(FIGURES)}")
-    return {k: record[k] for k in FIGURES}
+    return {k: record[k] for k in FIGURES + OPTIONAL if record.get(k) is not None}
 
 
 def combine(figs: Sequence[dict], leaf: Callable[..., float]) -> dict:
     """leaf(values of one figure across `figs`) for every numeric figure of same-shaped figure
-    dicts (nested dicts and lists walked; ints rounded; strings kept from the first)."""
+    dicts (nested dicts and lists walked; ints rounded; strings kept from the first). An
+    OPTIONAL figure that not all of `figs` have is dropped (rounds counted for one program but
+    not for another: the composition's are not known)."""
+    figs = [{k: v for k, v in f.items()
+             if k not in OPTIONAL or all(k in g for g in figs)} for f in figs]
 
     def go(*vals):
         a = vals[0]

@@ -61,10 +61,13 @@ def paper_rows(records: list[dict]) -> list[dict]:
                        batch=r["batch"], population=r["population"], wall_s=r["wall_s"],
                        lan_s=lan, gb=gb, command=r["command"],
                        composed_from_seq_lens=r.get("composed_from_seq_lens"),
+                       rounds_counted="rounds" in r,
                        **({"dealer": r["dealer"]} if r.get("dealer") else {}))
             for name, base in (("sft", sft), ("pt", pt)):
                 if base is not None:
                     row[f"time_x_vs_{name}"] = base["networks"]["lan"]["total_s"] / lan
+                    # one side's latency term from counted rounds, the other's from send actions
+                    row[f"mixed_rounds_vs_{name}"] = ("rounds" in base) != ("rounds" in r)
                     row[f"wall_x_vs_{name}"] = base["wall_s"] / r["wall_s"]
                     row[f"bytes_x_vs_{name}"] = base["bytes_total"] / r["bytes_total"]
             paper = PAPER.get(PAPER_ROW[method]) if unit != "generation" else None
@@ -83,7 +86,14 @@ def _x(v) -> str:
 
 def _kind(row: dict) -> str:
     seqs = row.get("composed_from_seq_lens")
-    return row["kind"] + (f" from seq {'/'.join(map(str, seqs))}" if seqs else "")
+    return (row["kind"] + (f" from seq {'/'.join(map(str, seqs))}" if seqs else "")
+            + (", rounds counted" if row.get("rounds_counted") else ""))
+
+
+def _lan_x(row: dict, name: str) -> str:
+    """The LAN-time ratio vs `name`, marked * where one side's rounds were counted and the
+    other's are send actions (not like for like)."""
+    return _x(row.get(f"time_x_vs_{name}")) + "*" * bool(row.get(f"mixed_rounds_vs_{name}"))
 
 
 def paper_markdown(table: list[dict]) -> str:
@@ -104,9 +114,9 @@ def paper_markdown(table: list[dict]) -> str:
         lines.append(
             f"| {protocol_label(r['protocol'], r.get('dealer'))} | {r['method']} | {unit} | "
             f"{_kind(r)} | {r['lan_s']:.4g} | "
-            f"{r['wall_s']:.4g} | {r['gb']:.4g} | {_x(r.get('time_x_vs_sft'))} | "
+            f"{r['wall_s']:.4g} | {r['gb']:.4g} | {_lan_x(r, 'sft')} | "
             f"{_x(r.get('wall_x_vs_sft'))} | {_x(r.get('bytes_x_vs_sft'))} | "
-            f"{_x(r.get('time_x_vs_pt'))} / {_x(r.get('bytes_x_vs_pt'))} | {paper} |")
+            f"{_lan_x(r, 'pt')} / {_x(r.get('bytes_x_vs_pt'))} | {paper} |")
     settings = sorted({(r["model"], r["layers"], r["seq_len"], r["batch"]) for r in table})
     lines += [
         "",
@@ -115,7 +125,10 @@ def paper_markdown(table: list[dict]) -> str:
         f"Paper: {PAPER_SOURCE}. Paper rows: fot_softmax and fot_puma are set against the "
         "paper's forward-only softmax, fot_rfa and fot_secfwt against its forward-only + RFA.",
         "x = our SFT (or prompt tuning) cost divided by this row's cost. LAN s = measured wall + "
-        "max-party bytes / 3 Gbps + max-party send actions x 0.8 ms (modelled).",
+        "max-party bytes / 3 Gbps + rounds x 0.8 ms (modelled), the rounds counted on the WAN "
+        "relay where the kind says so, else the max-party send actions (under Cheetah more than "
+        "its rounds: docs/backend.md). *: one side's rounds counted, the other's send actions, "
+        "so that LAN-time ratio is not like for like (compare the wall ratio).",
         "Commands: " + "; ".join(f"`{c}`" for c in sorted({r["command"] for r in table})),
     ]
     return "\n".join(lines) + "\n"

@@ -218,7 +218,8 @@ def compose_seq(records: list[dict], seq: int, degree: int, command: str,
             prompt_len if prompt_len is not None
             else round(top["prompt_len"] * seq / top["seq_len"]))
         rec = {k: v for k, v in top.items() if k not in fig and k not in (
-            "networks", "source", "composed_from_layers", "composition")}
+            "networks", "source", "composed_from_layers", "composition", "rounds",
+            "rounds_counted")}
         seqs = [s for s, _ in pts]
         rec.update(
             seq_len=seq, prompt_len=plen, kind="composed", **fig,
@@ -234,6 +235,11 @@ def compose_seq(records: list[dict], seq: int, degree: int, command: str,
             f"each of those: {top.get('composition', 'measured')}",
             sources=[r["source"] for _, r in pts], command=command,
             layer_command=top["command"])
+        if "rounds" in fig:  # every point's rounds were counted: composed as send actions
+            rec["rounds_counted"] = dict(
+                setting=top["rounds_counted"]["setting"],
+                composition=f"degree {max(time_degree, 1)} through the counted rounds at seq "
+                f"{seqs[-(max(time_degree, 1) + 1):]} (within {FLAT_ROUNDS:.0%}: the longest's)")
         rec["networks"] = networks(rec)
         out.append(rec)
     return out
@@ -282,3 +288,91 @@ def composition_check(records: list[dict]) -> list[dict]:
                         wall_composed=c["wall_s"], wall_measured=r["wall_s"],
                         wall_ratio=c["wall_s"] / r["wall_s"]))
     return out
+
+
+ROUNDS_KEYS = ("protocol", "model", "layers", "seq_len", "batch")  # a relayed run's setting
+# below it early deliveries make independent sends look dependent (docs/backend.md)
+MIN_COUNT_LATENCY_S = 0.010
+# Cheetah's bytes of one program differ by a few KB from call to call (0.002% at roberta-large
+# shapes; its send actions do not): ABY3 and SEMI2K repeat theirs to the byte
+SAME_BYTES_REL = 1e-4
+
+
+def attach_rounds(records: list[dict], runs: list[dict], setting: str) -> list[str]:
+    """Set `rounds` (and `rounds_counted`: where from) on the measured `records` whose program
+    a relayed run of experiments/bench_wan.py (`runs`, its runs.json records) also ran: same
+    protocol, model, layers, seq_len and batch, candidates (population = prompts), and what
+    identifies the program: the same number of send actions and of bytes, all parties together
+    (bytes within SAME_BYTES_REL; a run of the same setting that differs is another program and
+    an error). In all, not per party: a sim-mode record (bench_iteration) attributes ABY3's
+    messages to parties 1 and 2 otherwise than the mp parties of a relayed run count them.
+    Rounds: the median relay depth of its calls at `setting` (a latency >=
+    MIN_COUNT_LATENCY_S). Then the layer-composed records (composed_from_layers [1, 2]) get
+    the rounds composed from their 1- and 2-layer records' as every other figure
+    (compose.compose_layers), and every changed record its networks again. Returns one line
+    per record changed. Changes `records`."""
+    import statistics
+
+    from .compose import compose_layers
+
+    said = []
+
+    def same_setting(rec, run):
+        return (all(rec[k] == run.get(k) for k in ROUNDS_KEYS)
+                and rec["population"] == run.get("prompts", 1))
+
+    def same_program(rec, run):  # in all: a sim-mode record splits ABY3's per-party counts
+        c = run["cost"]  # between parties 1 and 2 otherwise than the mp parties count them
+        return (len(c["send_actions"]) == len(rec["send_actions"])
+                and sum(c["send_actions"]) == sum(rec["send_actions"])
+                and abs(sum(c["bytes_sent"]) - rec["bytes_total"])
+                <= SAME_BYTES_REL * rec["bytes_total"])
+
+    for rec in records:
+        if rec["kind"] != "measured":
+            continue
+        cands = [run for run in runs if same_setting(rec, run)]
+        match = [run for run in cands if same_program(rec, run)]
+        if cands and not match:
+            raise ValueError(
+                f"{rec['protocol']} {rec['method']} layers={rec['layers']} seq {rec['seq_len']}: "
+                f"the relayed runs of this setting sent {[c['cost']['bytes_sent'] for c in cands]}"
+                f" bytes in {[c['cost']['send_actions'] for c in cands]} send actions per party, "
+                f"the record {rec['bytes_sent']} in {rec['send_actions']}: not the same program")
+        if not match:
+            continue
+        run = match[-1]
+        counted = {k: v for k, v in run["shapes"].items()
+                   if v["latency_s"] >= MIN_COUNT_LATENCY_S}
+        if setting not in counted:
+            raise ValueError(f"the relayed run of {rec['method']} layers={rec['layers']} has no "
+                             f"calls at {setting!r} to count rounds on; it has "
+                             f"{sorted(counted) or 'no setting'} with a latency >= "
+                             f"{MIN_COUNT_LATENCY_S * 1e3:.0f} ms")
+        depths = [c["relay"]["depth"] for c in run["runs"][setting]]
+        rec["rounds"] = int(statistics.median(depths))
+        rec["rounds_counted"] = dict(setting=setting, depths=depths, command=run["command"],
+                                     date=run.get("date"))
+        rec["networks"] = networks(rec)
+        said.append(f"{rec['protocol']} {rec['method']} {rec['unit']} layers={rec['layers']} "
+                    f"seq {rec['seq_len']}: {rec['rounds']} rounds (max send actions "
+                    f"{max(rec['send_actions'])})")
+    measured = {(r["protocol"], r["method"], r["unit"], r["seq_len"], r["population"],
+                 r["layers"]): r for r in records if r["kind"] == "measured"}
+    for rec in records:
+        if rec["kind"] != "composed" or rec.get("composed_from_layers") != [1, 2] or \
+                "composed_from_seq_lens" in rec:
+            continue
+        key = (rec["protocol"], rec["method"], rec["unit"], rec["seq_len"], rec["population"])
+        one, two = measured.get((*key, 1)), measured.get((*key, 2))
+        if one is None or two is None or "rounds" not in one or "rounds" not in two:
+            continue
+        fig = compose_layers(figures_of(one), figures_of(two), rec["layers"])
+        rec["rounds"] = fig["rounds"]
+        rec["rounds_counted"] = dict(
+            setting=setting, composition="cost(1) + (N - 1) * (cost(2) - cost(1)) of the "
+            "1- and 2-layer programs' counted rounds")
+        rec["networks"] = networks(rec)
+        said.append(f"{rec['protocol']} {rec['method']} {rec['unit']} layers={rec['layers']} "
+                    f"seq {rec['seq_len']} (composed): {rec['rounds']} rounds")
+    return said

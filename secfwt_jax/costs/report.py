@@ -24,7 +24,8 @@ def iteration_markdown(records: list[dict]) -> str:
         lines.append(
             f"| {r['method']} | {protocol_label(r['protocol'], r.get('dealer'))} | {r['unit']} | "
             f"{r['seq_len']} | {r['layers']} | "
-            f"{r['population']} | {r['kind']} | {r['wall_s']:.3g} | {r['bytes_total'] / 1e9:.4g} "
+            f"{r['population']} | {r['kind']}{' (rounds counted)' * ('rounds' in r)} | "
+            f"{r['wall_s']:.3g} | {r['bytes_total'] / 1e9:.4g} "
             f"| {' / '.join(f'{b / 1e9:.3g}' for b in r['bytes_sent'])} | "
             f"{max(r['send_actions'])} | {n['lan']['total_s']:.3g} | "
             f"{n['wan100']['total_s']:.3g} | {n['wan200']['total_s']:.3g} |")
@@ -33,8 +34,9 @@ def iteration_markdown(records: list[dict]) -> str:
              "measured) or composed from measured programs (kind composed: from 1- and 2-layer "
              "programs, from shorter sequences or from the two parts of an SFT step, as each "
              "record's `composition` says); "
-             "network times are modelled (wall + max-party bytes / bandwidth + max-party send "
-             "actions x latency; docs/backend.md). GB = 10^9 bytes."]
+             "network times are modelled (wall + max-party bytes / bandwidth + rounds x latency, "
+             "with the rounds counted on the WAN relay where the kind says so, else the "
+             "max-party send actions; docs/backend.md). GB = 10^9 bytes."]
     if records:
         notes.append(f"Command: `{records[0]['command']}`")
     return "\n".join(lines + notes) + "\n"
