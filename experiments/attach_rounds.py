@@ -9,8 +9,9 @@ times charge counted rounds instead of the busiest party's send actions (docs/ba
 `runs` are runs.json files of experiments/bench_wan.py that ran the same programs through the
 relay (`direct=false` where two sets of parties do not fit in memory): a measured record takes
 the median relay depth at `setting` of the run with its protocol, model, layers, sequence,
-batch and candidates whose parties sent the same bytes, to the byte (the program's
-fingerprint); its layer-composed record (1 and 2 layers -> N) then takes the rounds composed
+batch and candidates whose parties sent the same send actions and bytes, all parties together
+(bytes within 1e-4: Cheetah's vary by a few KB per call; the program's fingerprint); its
+layer-composed record (1 and 2 layers -> N) then takes the rounds composed
 the same way (secfwt_jax.costs.attach_rounds). Each records file is rewritten in place
 (iteration.json, .md and plots); compose_seq.py run on them afterwards carries the rounds to the
 longer sequence.
