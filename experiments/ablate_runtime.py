@@ -63,7 +63,7 @@ VARIANTS = {
 }
 STUDIES = ("options", "semi2k_cache")
 METHOD_KEYS = ("attention", "activation", "num_features", "feature_kind", "normalize_qk",
-               "rfa_trig")
+               "rfa_trig", "rfa_lean")
 
 
 @dataclasses.dataclass
@@ -84,6 +84,7 @@ class Config(common.AppConfig):
     variants: list[str] | None = None  # study=options: names from VARIANTS (null: all)
     calls: int = 3  # study=semi2k_cache: calls in a row on the same resident weights
     activation: str | None = None  # null: method=secfwt's (gelu_puma); e.g. gelu_puma_fused
+    rfa_lean: bool | None = None  # null: method=secfwt's (false)
     # how the machine was used while it ran (said in the record)
     machine: str = "shared 2-core CPU, other jobs running"
     timeout_s: float = 3600
@@ -93,11 +94,13 @@ class Config(common.AppConfig):
 
 def secfwt_layers(cfg) -> dict:
     """method=secfwt's layer settings, read from its Hydra config (the one run.py uses), with
-    cfg.activation in place of its activation when set (ModelConfig checks the name)."""
+    cfg.activation (and cfg.rfa_lean) in place of its own when set (ModelConfig checks them)."""
     conf = OmegaConf.load(os.path.join(common.CONF_DIR, "method", "secfwt.yaml"))
     layers = {k: conf[k] for k in METHOD_KEYS}
     if cfg.get("activation"):
         layers["activation"] = cfg.activation
+    if cfg.get("rfa_lean") is not None:
+        layers["rfa_lean"] = bool(cfg.rfa_lean)
     return layers
 
 

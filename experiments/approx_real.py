@@ -58,6 +58,10 @@ VARIANTS = (
     ("fot_puma (softmax_puma + gelu_puma)", dict(attention="softmax_puma", activation="gelu_puma")),
     ("secfwt (rfa M=64 normalize_qk + gelu_puma)",
      dict(attention="rfa", num_features=64, normalize_qk=True, activation="gelu_puma")),
+    # named options (not the published methods): the cheaper GeLU, alone and in secfwt
+    ("gelu_even", dict(activation="gelu_even")),
+    ("secfwt with gelu_even (rfa M=64 normalize_qk + gelu_even)",
+     dict(attention="rfa", num_features=64, normalize_qk=True, activation="gelu_even")),
 )
 TASKS = ("sst2", "agnews")
 BATCH = 32

@@ -14,6 +14,12 @@ Methods and what "one iteration" is (every record states it in `unit` and `defin
   GeLU.
 - fot_secfwt_fused: fot_secfwt with `activation=gelu_puma_fused` (PUMA's GeLU segments with one
   truncation per segment and the comparisons in one call; a named option, not the paper's).
+- fot_secfwt_even: fot_secfwt with `activation=gelu_even` (a cheaper GeLU approximation: two
+  segments' comparisons instead of three, 0.5 x + an even polynomial in between; not PUMA's
+  function, a named option).
+- fot_secfwt_lean: fot_secfwt_even with `rfa_lean=true` (the same attention function with two
+  secret products fewer per layer: the keys' scale times the mask per key, |k|^2 from the
+  normalisation's sum; a named option).
 - sft_grad / sft_update: the two parts of an SFT step as separate programs (unit "part"), for
   protocols where the whole step does not fit (Cheetah): sft_grad is the forward + backward,
   sft_update the Adam update of every trainable parameter. The update is element-wise, so it is
@@ -115,11 +121,14 @@ class Config(common.AppConfig):
 
 # forward-only methods: the run.py method config each one uses (experiments/conf/method/)
 FOT_METHOD_CONFIGS = {"fot_softmax": "fot", "fot_rfa": "fot", "fot_puma": "fot_puma",
-                      "fot_secfwt": "secfwt", "fot_secfwt_fused": "secfwt"}
-LAYER_KEYS = ("attention", "activation", "feature_kind", "normalize_qk", "rfa_trig")
+                      "fot_secfwt": "secfwt", "fot_secfwt_fused": "secfwt",
+                      "fot_secfwt_even": "secfwt", "fot_secfwt_lean": "secfwt"}
+LAYER_KEYS = ("attention", "activation", "feature_kind", "normalize_qk", "rfa_trig", "rfa_lean")
 # what a benchmark method sets on top of its method config
 FOT_OVERRIDES = {"fot_rfa": {"attention": "rfa"},
-                 "fot_secfwt_fused": {"activation": "gelu_puma_fused"}}
+                 "fot_secfwt_fused": {"activation": "gelu_puma_fused"},
+                 "fot_secfwt_even": {"activation": "gelu_even"},
+                 "fot_secfwt_lean": {"activation": "gelu_even", "rfa_lean": True}}
 
 
 def fot_variant(method: str) -> dict:

@@ -84,7 +84,8 @@ def model_spec(cfg: DictConfig, tokenizer=None) -> dict:
     """What the model owner loads (principals.load_model): checkpoint path or preset name,
     the ModelConfig overrides and the init seed."""
     overrides = {k: cfg.method[k] for k in (
-        "attention", "activation", "num_features", "feature_kind", "normalize_qk", "rfa_trig")}
+        "attention", "activation", "num_features", "feature_kind", "normalize_qk", "rfa_trig",
+        "rfa_lean")}
     if tokenizer is not None:
         overrides.update(
             vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -515,7 +516,7 @@ def summarise(cfg, tcfg, config, tuner, train, dev, test, costs, partial: dict,
         **({"cluster": p.cluster, "model_owner": "own process"} if p.get("cluster") else {}),
         method=cfg.method.name, head=tcfg.head, attention=config.attention,
         activation=config.activation,
-        rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk,
+        rfa_trig=config.rfa_trig, normalize_qk=config.normalize_qk, rfa_lean=config.rfa_lean,
         embedding_lookups=tuner.evaluator.lookups, optimizer=tcfg.optimizer,
         prompt_mode=tcfg.prompt_mode, selection=tcfg.selection, loss=tcfg.loss,
         projection=tcfg.projection, **data_info,

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 ATTENTIONS = ("softmax", "softmax_puma", "rfa", "favor", "2quad")
-ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_puma", "gelu_puma_fused", "quad")
+ACTIVATIONS = ("gelu", "gelu_tanh", "gelu_puma", "gelu_puma_fused", "gelu_even", "quad")
 LAYERNORMS = ("exact",)
 RFA_FEATURE_KINDS = ("iid", "orthogonal")
 RFA_TRIGS = ("builtin", "masked")
@@ -73,6 +73,10 @@ class ModelConfig:
     # rfa's cos/sin: "builtin" (the backend's functions) or "masked" (one-round masked
     # trigonometry of secfwt_jax.secure_trig, reached through the ops hook, model_ops.py).
     rfa_trig: str = "builtin"
+    # rfa only: the same function with two secret products fewer per layer (the keys' scale
+    # times the mask per key, |k|^2 from the normalisation's sum; layers.rfa_attention). A
+    # named option; the default computes as the committed records did.
+    rfa_lean: bool = False
     feature_seed: int = 0
     # PUMA-style softmax: inputs below -clip are treated as -clip (exp(-14) ~ 8e-7).
     softmax_clip: float = 14.0
@@ -89,6 +93,9 @@ class ModelConfig:
         check_choice("feature_kind", self.feature_kind, RFA_FEATURE_KINDS)
         check_choice("rfa_trig", self.rfa_trig, RFA_TRIGS)
         check_choice("model_type", self.model_type, MODEL_TYPES)
+        if self.rfa_lean and self.attention != "rfa":
+            raise ValueError(f"rfa_lean=True is an option of attention 'rfa', not of "
+                             f"{self.attention!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by "

@@ -68,6 +68,31 @@ def gelu_puma_fused(x):
     return jnp.where(c[0], 0.0, jnp.where(c[1], f0, jnp.where(c[2], x, f1)))
 
 
+# gelu_even's interval and coefficients: minimax fit (max abs error over the real line, the
+# tails 0 and x included) of x * erf(x / sqrt(2)) by c0 + c1 x^2 + c2 x^4 + c3 x^6 on [-A, A].
+GELU_EVEN_A = 2.8182
+GELU_EVEN_C = (0.01360719, 0.73113837, -0.07969989, 0.00404126)
+
+
+def gelu_even(x):
+    """A cheaper GeLU for MPC (a named option, ``activation=gelu_even``; not PUMA's function):
+    GeLU(x) = x / 2 + x erf(x / sqrt(2)) / 2, and x erf(x / sqrt(2)) is even, so on [-A, A]
+    it is 0.5 x + 0.5 p(x^2) with p of degree 3 in x^2; 0 below -A, x above A (A = 2.8182).
+    Two comparisons (one call) and two selects instead of PUMA's three and three, the powers
+    x^2, x^4, x^6 and one product with the coefficient vector: 528 instead of 780
+    (``gelu_puma_fused``) or 920 (``gelu_puma``) bytes per element under ABY3 (FM64,
+    ``tests/test_layers.py``). Max abs error against erf-GeLU 6.8e-3 in float (PUMA's: 2.0e-2).
+    """
+    x2 = x * x
+    x4 = x2 * x2
+    x6 = x4 * x2
+    coef = jnp.asarray((0.5, *(0.5 * c for c in GELU_EVEN_C[1:])), x.dtype)
+    inner = 0.5 * GELU_EVEN_C[0] + jnp.stack([x, x2, x4, x6], -1) @ coef
+    # one comparison call: x < -A and -x < -A (x > A)
+    c = jnp.stack([x, -x]) < -GELU_EVEN_A
+    return jnp.where(c[0], 0.0, jnp.where(c[1], x, inner))
+
+
 def quad(x):
     """MPCFormer's quadratic GeLU replacement 0.125 x^2 + 0.5 x + 0.25 (Li et al. 2023)."""
     return 0.125 * x * x + 0.5 * x + 0.25
@@ -81,6 +106,7 @@ def activation(name: str):
         "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
         "gelu_puma": gelu_puma,
         "gelu_puma_fused": gelu_puma_fused,
+        "gelu_even": gelu_even,
         "quad": quad,
     }[name]
 
@@ -181,12 +207,15 @@ def two_quad_attention(q, k, v, mask, c: float = 5.0):
     return jnp.einsum("bhqk,bhkd->bhqd", a * r, v)
 
 
-def _linear_attention(phi_q, phi_k, v, mask):
+def _linear_attention(phi_q, phi_k, v, mask, k_factor=None):
     """sum_j phi_q(i).phi_k(j) v_j / sum_j phi_q(i).phi_k(j), linear in the sequence length.
 
     phi_q: (B, h, S, F), phi_k: (B, h, S, F) (padding rows zeroed here), v: (B, h, S, d).
+    k_factor: None, or a per-key factor (B, h, S, 1) that phi_k is multiplied by; it is
+    multiplied by the mask first, so phi_k takes one product of its size instead of two.
     """
-    phi_k = phi_k * mask[:, None, :, None].astype(phi_k.dtype)
+    m = mask[:, None, :, None].astype(phi_k.dtype)
+    phi_k = phi_k * (m if k_factor is None else k_factor * m)
     kv = jnp.einsum("bhsf,bhsd->bhfd", phi_k, v)
     z = jnp.sum(phi_k, axis=2)  # (B, h, F)
     num = jnp.einsum("bhsf,bhfd->bhsd", phi_q, kv)
@@ -210,21 +239,29 @@ def _project(x, w, scale: float = 1.0):
     return jnp.einsum("...d,dm->...m", x, wt)
 
 
-def _scaled_qk(q, k, normalize: bool):
+def _scaled_qk(q, k, normalize: bool, lean: bool = False):
     """Queries and keys scaled by d^(-1/4), so q.k equals the softmax logit q.k / sqrt(d).
 
     With `normalize`, both are l2-normalised instead (the kernel becomes exp(cos(q, k))), which
     bounds |k|^2 / 2 by 1/2 and so keeps exp(|k|^2 / 2) within fixed-point range.
+    Returns (q, k, |k|^2 of the returned k per key, shape (..., 1)). `lean` with `normalize`
+    takes it from the normalisation's own sum (|k r|^2 = s r^2 for s = |k|^2,
+    r = rsqrt(s + 1e-6)); otherwise it is summed from the returned k.
     """
     if normalize:
         q = q * jax.lax.rsqrt(jnp.sum(q * q, axis=-1, keepdims=True) + 1e-6)
-        k = k * jax.lax.rsqrt(jnp.sum(k * k, axis=-1, keepdims=True) + 1e-6)
-        return q, k
-    scale = q.shape[-1] ** -0.25
-    return q * scale, k * scale
+        s = jnp.sum(k * k, axis=-1, keepdims=True)
+        r = jax.lax.rsqrt(s + 1e-6)
+        k = k * r
+        if lean:
+            return q, k, s * (r * r)
+    else:
+        scale = q.shape[-1] ** -0.25
+        q, k = q * scale, k * scale
+    return q, k, jnp.sum(k * k, axis=-1, keepdims=True)
 
 
-def rfa_attention(q, k, v, mask, w, normalize: bool = False, cos_sin=None):
+def rfa_attention(q, k, v, mask, w, normalize: bool = False, cos_sin=None, lean: bool = False):
     """Random Feature Attention (Peng et al. 2021) with random Fourier features.
 
     exp(q.k) = exp(|q|^2/2) exp(|k|^2/2) exp(-|q-k|^2/2), and the Gaussian kernel is
@@ -237,45 +274,56 @@ def rfa_attention(q, k, v, mask, w, normalize: bool = False, cos_sin=None):
     cos_sin(turns) -> (cos, sin) of the projections in turns (x / 2 pi), shape (2, B, h, S, M)
     (queries then keys, in one call): the model's ops hook (secfwt_jax.model_ops), e.g. the
     masked one-round trigonometry of secfwt_jax.secure_trig.
+
+    lean (a named option, ModelConfig.rfa_lean; the same function, arranged for fewer secret
+    products): the keys' factor exp(|k|^2/2) is multiplied by the padding mask per key before
+    it scales the key features (one product of phi_k's size instead of two), and with
+    `normalize` |k|^2 comes from the normalisation's sum (s r^2 per key) instead of a product
+    of k's size. The default computes as written above (and as before this option).
     """
-    q, k = _scaled_qk(q, k, normalize)
-    k_scale = jnp.exp(0.5 * jnp.sum(k * k, axis=-1, keepdims=True))
+    q, k, k2 = _scaled_qk(q, k, normalize, lean)
+    k_scale = jnp.exp(0.5 * k2)
     if cos_sin is None:
         wq, wk = _project(q, w), _project(k, w)
         phi_q = jnp.concatenate([jnp.cos(wq), jnp.sin(wq)], axis=-1)
-        phi_k = jnp.concatenate([jnp.cos(wk), jnp.sin(wk)], axis=-1) * k_scale
-        return _linear_attention(phi_q, phi_k, v, mask)
-    # In turns (x / 2 pi): the 1 / (2 pi) is folded into the public projection.
-    turns = _project(jnp.stack([q, k]), w, 1 / (2 * np.pi))
-    cos, sin = cos_sin(turns)
-    phi = jnp.concatenate([cos, sin], axis=-1)
-    return _linear_attention(phi[0], phi[1] * k_scale, v, mask)
+        phi_k = jnp.concatenate([jnp.cos(wk), jnp.sin(wk)], axis=-1)
+    else:
+        # In turns (x / 2 pi): the 1 / (2 pi) is folded into the public projection.
+        turns = _project(jnp.stack([q, k]), w, 1 / (2 * np.pi))
+        cos, sin = cos_sin(turns)
+        phi = jnp.concatenate([cos, sin], axis=-1)
+        phi_q, phi_k = phi[0], phi[1]
+    if lean:
+        return _linear_attention(phi_q, phi_k, v, mask, k_factor=k_scale)
+    return _linear_attention(phi_q, phi_k * k_scale, v, mask)
 
 
 def favor_attention(q, k, v, mask, w, normalize: bool = False):
     """Performer's FAVOR+ positive random features (Choromanski et al. 2021, Lemma 1):
     exp(q.k) = E_w[exp(w.q - |q|^2/2) exp(w.k - |k|^2/2)]. The query factor exp(-|q|^2/2)
     cancels between numerator and denominator and is not computed. w: (M, head_dim)."""
-    q, k = _scaled_qk(q, k, normalize)
+    q, k, k2 = _scaled_qk(q, k, normalize)
     phi_q = jnp.exp(_project(q, w))
-    phi_k = jnp.exp(_project(k, w) - 0.5 * jnp.sum(k * k, -1, keepdims=True))
+    phi_k = jnp.exp(_project(k, w) - 0.5 * k2)
     return _linear_attention(phi_q, phi_k, v, mask)
 
 
 def attention(
     name: str, q, k, v, mask, *, w=None, normalize: bool = False, clip: float = 14.0,
-    cos_sin=None,
+    cos_sin=None, rfa_lean: bool = False,
 ):
     """Dispatch to the attention kernel called `name` (one of config.ATTENTIONS).
 
-    cos_sin: rfa's trigonometry hook (see rfa_attention); only "rfa" takes it.
+    cos_sin: rfa's trigonometry hook (see rfa_attention); only "rfa" takes it. rfa_lean:
+    rfa_attention's `lean`; only "rfa" takes it.
     """
     check_choice("attention", name, ATTENTIONS)
-    if cos_sin is not None and name != "rfa":
-        raise ValueError(f"cos_sin (e.g. masked trig) is used by attention 'rfa' only, not by "
-                         f"{name!r}")
+    for given, what in ((cos_sin is not None, "cos_sin (e.g. masked trig)"),
+                        (rfa_lean, "rfa_lean")):
+        if given and name != "rfa":
+            raise ValueError(f"{what} is used by attention 'rfa' only, not by {name!r}")
     if name == "rfa":
-        return rfa_attention(q, k, v, mask, w, normalize, cos_sin)
+        return rfa_attention(q, k, v, mask, w, normalize, cos_sin, lean=rfa_lean)
     if name == "softmax":
         return softmax_attention(q, k, v, mask)
     if name == "softmax_puma":

@@ -90,7 +90,7 @@ class SelfAttention(nn.Module):
             )
         o = layers.attention(
             c.attention, q, k, v, mask, w=w, normalize=c.normalize_qk, clip=c.softmax_clip,
-            cos_sin=cos_sin,
+            cos_sin=cos_sin, rfa_lean=c.rfa_lean,
         )
         return o.transpose(0, 2, 1, 3).reshape(b, s, c.hidden_size)
 

@@ -26,7 +26,7 @@ BASE = ModelConfig.preset(
 CFG = ModelConfig(**{**BASE.__dict__, "attention": "rfa", "rfa_trig": "masked",
                      "num_features": 8, "normalize_qk": True})
 TCFG = TuningConfig(projection="normal", popsize=4, intrinsic_dim=4, prompt_len=2,
-                    budget=12, eval_every=0,
+                    budget=8, eval_every=0,
                     checkpoint_every=1, seed=1)
 
 
@@ -51,7 +51,8 @@ def main(protocol, run_dir, out, stop_after=None):
     with make_backend(protocol) as be:
         tuner = Tuner(TCFG, be, CFG, params, task.label_word_ids, run_dir=run_dir,
                       progress=False)
-        tuner.run(task.train, stop_after=stop_after)
+        # 8 of the 16 planted examples: the masks are what is recorded; fewer rows, less time
+        tuner.run(task.train.take(np.arange(8)), stop_after=stop_after)
     metrics = [json.loads(x)["loss"] for x in open(os.path.join(run_dir, "metrics.jsonl"))]
     np.savez(out, masks=np.concatenate(recorded) if recorded else np.zeros(0, np.int64),
              metrics=np.asarray(metrics))

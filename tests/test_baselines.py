@@ -150,43 +150,6 @@ def test_secure_sft_and_prompt_steps_match_plaintext_under_aby3(setup):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
-@pytest.mark.spu
-def test_composed_layer_costs_match_a_measured_deeper_model():
-    """The layer composition (secfwt_jax.costs.compose_layers, bench_iteration's)
-    cost(N) = cost(1) + (N - 1)(cost(2) - cost(1)) is within
-    10% of the measured 3-layer program in bytes (SFT step, FoT query with masked-trig RFA,
-    aby3, tiny shapes).
-    Time is checked by the benchmark's validation runs (results/iteration/validation_*): on
-    this shared 2-core machine one call's wall time varies by more than 10%."""
-    import os
-    import sys
-
-    from omegaconf import OmegaConf
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
-    import bench_iteration as bi
-
-    from secfwt_jax.backend import make_backend
-    from secfwt_jax.costs import compose_layers, cost_figures
-
-    cfg = OmegaConf.create(dict(
-        model=dict(name="tiny", initializer_range=0.02), seq_len=8, batch=1, population=2,
-        generation="skip", prompt_len=2, num_features=16, num_labels=2, learning_rate=1e-2,
-        seed=0,
-    ))
-    # fot_softmax passed this check too (2026-11-30 suite); left out of CI for time
-    for method in ("sft", "fot_secfwt"):
-        figs = {}
-        for layers in (1, 2, 3):
-            with make_backend("aby3", timeout_s=120) as be:
-                figs[layers] = cost_figures(bi.measure(cfg, be, method, layers)[0][2])
-        composed = compose_layers(figs[1], figs[2], 3)
-        assert abs(composed["bytes_total"] / figs[3]["bytes_total"] - 1) < 0.1, method
-        assert figs[3]["bytes_total"] > figs[2]["bytes_total"] > figs[1]["bytes_total"]
-
-
-@pytest.mark.slow
 def test_sft_step_is_its_grad_part_then_its_update_part(setup):
     """bench_iteration measures the SFT step's two parts apart (sft_grad, sft_update) where the
     whole step does not fit; together they are exactly the step."""
@@ -207,14 +170,21 @@ def test_sft_step_is_its_grad_part_then_its_update_part(setup):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 @pytest.mark.spu
-def test_sft_composed_from_its_parts_and_from_update_slices_matches_the_measured_step():
+def test_sft_composed_from_its_parts_from_update_slices_and_from_layers_matches_measured():
     """bench_iteration under aby3, tiny shapes: (a) the update part extrapolated linearly in
     the entries from slices 1/4 and 1/2 of every parameter has the bytes of the whole update
     (measured, divisor 1) within 1%; (b) the SFT step composed as grad part + update part has
     the bytes of the measured one-program step within 1%. Send actions of the extrapolated
-    update: those of the larger slice, within 10% of the whole's."""
+    update: those of the larger slice, within 10% of the whole's. (c) The layer composition
+    (secfwt_jax.costs.compose_layers, bench_iteration's) cost(N) = cost(1) + (N - 1)(cost(2) -
+    cost(1)) of the SFT step is within 10% of the measured 3-layer step in bytes (fot_softmax
+    on 2026-11-30 and fot_secfwt on 2026-12-01 passed this check too; left out of CI for time:
+    a forward query's layers add up by construction, an SFT step's backward and update are
+    what it is for). Time is checked by the benchmark's validation runs
+    (results/iteration/validation_*): on this shared 2-core machine one call's wall time varies
+    by more than 10%."""
     import os
     import sys
 
@@ -246,3 +216,14 @@ def test_sft_composed_from_its_parts_and_from_update_slices_matches_the_measured
     assert abs(parts["bytes_total"] / step["bytes_total"] - 1) < 0.01
     grad = by["sft_grad", "measured", None]
     assert 0 < grad["bytes_total"] < step["bytes_total"]
+    # (c): the measured 2-layer step above, and the step at 1 and 3 layers
+    from secfwt_jax.backend import make_backend
+    from secfwt_jax.costs import compose_layers, cost_figures, figures_of
+
+    figs = {2: figures_of(step)}
+    for layers in (1, 3):
+        with make_backend("aby3", timeout_s=120) as be:
+            figs[layers] = cost_figures(bi.measure(cfg, be, "sft", layers)[0][2])
+    composed = compose_layers(figs[1], figs[2], 3)
+    assert abs(composed["bytes_total"] / figs[3]["bytes_total"] - 1) < 0.1
+    assert figs[3]["bytes_total"] > figs[2]["bytes_total"] > figs[1]["bytes_total"]

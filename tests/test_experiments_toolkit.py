@@ -77,8 +77,9 @@ def test_toolkit_scripts_do_not_edit_sys_path():
     ("probe_eigh_threads.py", "rounds: 3"),
     ("relabel_dealer.py 'dirs=[results/batching]'", "- results/batching"),
     ("bench_iteration.py model=roberta-base 'compose_from=[1,2]' seq_len=128 batch=1 "
-     "population=20 'protocols=[aby3]' 'methods=[fot_secfwt,fot_secfwt_fused]' generation=skip "
-     "timeout_s=7200 out_dir=results/iteration/quiet/gelu_fusion", "- fot_secfwt_fused"),
+     "population=20 'protocols=[aby3]' "
+     "'methods=[fot_secfwt,fot_secfwt_fused,fot_secfwt_even,fot_secfwt_lean]' generation=skip "
+     "timeout_s=7200 out_dir=results/iteration/quiet/lean_query", "- fot_secfwt_lean"),
     ("bench_iteration.py model=tiny layers=2 'compose_from=[1,2]' seq_len=16 prompt_len=4 "
      "population=4 out_dir=results/iteration/validation_tiny_composed_L2", "population: 4"),
     ("bench_wan.py --model roberta-base --layers 1 --seq-len 32 --prompt-len 8 --batch 1 "
@@ -103,13 +104,14 @@ def test_toolkit_scripts_do_not_edit_sys_path():
     pytest.param("attention_report.py out=results/attention/quiet "
                  "\"machine='a quiet machine'\"", "machine: a quiet machine",
                  marks=pytest.mark.slow),
-    ("ablate_runtime.py 'variants=[default]' repeats=2 activation=gelu_puma_fused "
-     "out=results/runtime_ablation/gelu_fusion/gelu_puma_fused", "activation: gelu_puma_fused"),
+    ("ablate_runtime.py 'variants=[default]' repeats=2 activation=gelu_even rfa_lean=true "
+     "out=results/runtime_ablation/gelu_fusion/gelu_even_lean", "rfa_lean: true"),
     ("wan_report.py --runs results/wan/runs.json results/wan/v2/runs.json",
      "- results/wan/v2/runs.json"),
-    ("approx_real.py --n-test 64 --n-attn 8 --backends plaintext_fxp --variants exact "
-     "'secfwt (rfa M=64 normalize_qk + gelu_puma)' --name approx_real_fxp",
-     "- secfwt (rfa M=64 normalize_qk + gelu_puma)"),
+    ("approx_real.py --n-test 128 --n-attn 8 --backends plaintext plaintext_fxp --variants "
+     "exact gelu_puma gelu_even 'secfwt (rfa M=64 normalize_qk + gelu_puma)' "
+     "'secfwt with gelu_even (rfa M=64 normalize_qk + gelu_even)' --name approx_real_gelu_even",
+     "- secfwt with gelu_even (rfa M=64 normalize_qk + gelu_even)"),
     ("real_aby3_check.py --out results/real_tuning/aby3_check.json", "n_train: 8"),
     ("real_tuning_table.py --runs results/real_tuning/runs", "runs: results/real_tuning/runs"),
 ])
@@ -252,11 +254,14 @@ def test_rounds_counted_on_the_relay_go_into_the_iteration_records(tmp_path):
 
 def test_bench_iteration_fot_methods_are_run_py_methods():
     """Each forward-only benchmark method is its run.py method config's layers; fot_secfwt_fused
-    is fot_secfwt with the fused GeLU and nothing else."""
+    and fot_secfwt_even are fot_secfwt with another GeLU and nothing else."""
     import bench_iteration as bi  # experiments/ is on sys.path (conftest.py)
 
-    secfwt, fused = bi.fot_variant("fot_secfwt"), bi.fot_variant("fot_secfwt_fused")
-    assert secfwt["activation"] == "gelu_puma" and fused["activation"] == "gelu_puma_fused"
-    assert {k: v for k, v in fused.items() if k != "activation"} == {
-        k: v for k, v in secfwt.items() if k != "activation"}
+    secfwt = bi.fot_variant("fot_secfwt")
+    assert secfwt["activation"] == "gelu_puma"
+    for method, act in (("fot_secfwt_fused", "gelu_puma_fused"), ("fot_secfwt_even", "gelu_even")):
+        other = bi.fot_variant(method)
+        assert other["activation"] == act
+        assert {k: v for k, v in other.items() if k != "activation"} == {
+            k: v for k, v in secfwt.items() if k != "activation"}
     assert bi.fot_variant("fot_rfa")["attention"] == "rfa"

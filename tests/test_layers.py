@@ -110,6 +110,52 @@ def test_rfa_with_normalized_qk_uses_the_cosine_kernel():
     assert rel_err(layers.rfa_attention(q, k, v, mask, w, normalize=True), exact, mask) < 0.05
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("trig", ["builtin", "hook"])
+def test_rfa_lean_is_the_same_function(normalize, trig):
+    """rfa_lean (the keys' scale times the mask per key, |k|^2 from the normalisation's sum)
+    computes the default's function: equal in float32 to rounding, padding ignored alike."""
+    from secfwt_jax.secure_trig import identity_trig_masks, masked_cos_sin
+
+    q, k, v, mask = qkv(scale=1.5)
+    w = layers.random_features(32, 16, "orthogonal", 0)
+    cos_sin = None if trig == "builtin" else (
+        lambda t: masked_cos_sin(t, identity_trig_masks(t.shape)))
+    default = layers.rfa_attention(q, k, v, mask, w, normalize, cos_sin)
+    lean = layers.rfa_attention(q, k, v, mask, w, normalize, cos_sin, lean=True)
+    np.testing.assert_allclose(lean, default, rtol=1e-5, atol=1e-5)
+    k[1, :, 8:] += 3.0  # padding keys
+    np.testing.assert_allclose(
+        layers.rfa_attention(q, k, v, mask, w, normalize, cos_sin, lean=True)[:, :, :8],
+        lean[:, :, :8], atol=1e-5)
+    with pytest.raises(ValueError, match="rfa_lean is used by attention 'rfa' only, not by"):
+        layers.attention("favor", q, k, v, mask, w=w, rfa_lean=True)
+    with pytest.raises(ValueError, match="rfa_lean=True is an option of attention 'rfa', not"):
+        ModelConfig.preset("tiny", attention="softmax", rfa_lean=True)
+
+
+@pytest.mark.spu
+def test_rfa_lean_sends_two_products_fewer_under_aby3():
+    """Under ABY3 (FM64) rfa_lean with normalised keys saves one secret product of the key
+    features' size (B h S 2M elements) and one of the keys' size (B h S d), 52 bytes each
+    (resharing and truncation), against three of B h S elements (s r^2 and scale times mask),
+    and reveals the default's values."""
+    from secfwt_jax.backend import make_backend
+
+    q, k, v, mask = qkv(scale=1.5)
+    w = layers.random_features(32, 16, "orthogonal", 0)
+    with make_backend("aby3", timeout_s=120) as be:
+        shared = be.put({"q": q, "k": k, "v": v, "mask": mask.astype(np.float32)}, owner="data")
+        out = {lean: be.compile(lambda a, lean=lean: layers.rfa_attention(
+            a["q"], a["k"], a["v"], a["mask"], w, True, lean=lean))(shared)
+            for lean in (False, True)}
+    (default, default_cost), (lean, lean_cost) = out[False], out[True]
+    b, h, s, d = q.shape
+    saved = 52 * (b * h * s * 2 * 32 + b * h * s * d) - 3 * 52 * b * h * s
+    assert default_cost.bytes_total - lean_cost.bytes_total == saved
+    np.testing.assert_allclose(np.asarray(lean), np.asarray(default), atol=2e-3)
+
+
 def test_two_quad_weights_are_nonnegative_and_sum_to_one():
     q, k, _, mask = qkv()
     eye = np.broadcast_to(np.eye(12, dtype=np.float32), (2, 2, 12, 12))
@@ -147,10 +193,26 @@ def test_gelu_puma_fused_is_gelu_puma():
     np.testing.assert_allclose(layers.gelu_puma_fused(y), layers.gelu_puma(y), atol=2e-6)
 
 
+def test_gelu_even_is_within_its_bound_of_gelu_and_closer_than_puma():
+    """Max abs error against erf-GeLU over the real line (tails included): 6.8e-3, against
+    PUMA's 2.0e-2; continuous enough at +-A that the error there is within the same bound."""
+    a = layers.GELU_EVEN_A
+    x = np.concatenate([np.linspace(-12, 12, 240001), [-a, a]])
+    exact = np.asarray(jax.nn.gelu(x.astype(np.float32), approximate=False), np.float64)
+    err = np.abs(np.asarray(layers.gelu_even(x.astype(np.float32)), np.float64) - exact)
+    assert 6.0e-3 < err.max() < 6.9e-3
+    assert np.abs(np.asarray(layers.gelu_puma(x.astype(np.float32))) - exact).max() > 1.9e-2
+    assert np.all(np.asarray(layers.gelu_even(np.float32([-a - 1e-3, -30.0]))) == 0)
+    np.testing.assert_array_equal(layers.gelu_even(np.float32([a + 1e-3, 30.0])),
+                                  np.float32([a + 1e-3, 30.0]))
+
+
 @pytest.mark.spu
-def test_gelu_puma_fused_sends_fewer_bytes_under_aby3():
-    """Under ABY3 (FM64) the fused arrangement sends 780 instead of 920 bytes per element (two
-    truncations instead of seven, the comparisons in one call) and reveals the same values."""
+def test_cheaper_gelus_send_fewer_bytes_under_aby3():
+    """Under ABY3 (FM64), per element: PUMA's GeLU 920 bytes; the fused arrangement 780 (two
+    truncations instead of seven, the comparisons in one call) and reveals the same values;
+    gelu_even 528 (two comparisons in one call, two selects, three powers, one truncation)
+    and stays within 1e-2 of erf-GeLU in fixed point."""
     from secfwt_jax.backend import make_backend
 
     n = 2000
@@ -158,14 +220,18 @@ def test_gelu_puma_fused_sends_fewer_bytes_under_aby3():
     with make_backend("aby3", timeout_s=120) as be:
         shared = be.put({"x": x}, owner="data")
         out = {}
-        for name in ("gelu_puma", "gelu_puma_fused"):
+        for name in ("gelu_puma", "gelu_puma_fused", "gelu_even"):
             f = layers.activation(name)
             out[name] = be.compile(lambda a, f=f: f(a["x"]))(shared)
-    (puma, puma_cost), (fused, fused_cost) = out["gelu_puma"], out["gelu_puma_fused"]
+    (puma, puma_cost), (fused, fused_cost), (even, even_cost) = out.values()
     assert puma_cost.bytes_total == 920 * n and fused_cost.bytes_total == 780 * n
+    assert even_cost.bytes_total == 528 * n
+    assert even_cost.send_actions_total <= fused_cost.send_actions_total
     assert fused_cost.send_actions_total < puma_cost.send_actions_total
     np.testing.assert_allclose(np.asarray(fused), layers.gelu_puma(x), atol=5e-3)
     np.testing.assert_allclose(np.asarray(puma), layers.gelu_puma(x), atol=5e-3)
+    np.testing.assert_allclose(np.asarray(even), layers.gelu_even(x), atol=5e-3)
+    assert np.abs(np.asarray(even) - jax.nn.gelu(x, approximate=False)).max() < 1e-2
 
 
 def test_layer_norm_matches_the_definition():
@@ -176,7 +242,8 @@ def test_layer_norm_matches_the_definition():
 
 
 @pytest.mark.parametrize("attention", ["softmax", "softmax_puma", "rfa", "favor", "2quad"])
-@pytest.mark.parametrize("activation", ["gelu", "gelu_puma", "gelu_puma_fused", "quad"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_puma", "gelu_puma_fused", "gelu_even",
+                                        "quad"])
 def test_every_variant_runs_in_the_model(attention, activation):
     cfg = ModelConfig.preset("tiny", attention=attention, activation=activation)
     params = init_params(cfg)

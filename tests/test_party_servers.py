@@ -295,3 +295,40 @@ def test_the_model_owner_sends_its_shares_in_bounded_messages(monkeypatch):
     assert [tuple(i) for r in got for i in r["payload"]] == [
         (n, m, list(c)) for n, m, c in items]
     assert {r["session"] for r in got} == {"s1"} and {r["cmd"] for r in got} == {"set"}
+
+
+def test_a_party_down_during_the_model_owners_put_is_named():
+    """The model owner sends a party server that is down (nothing listens on its port): the
+    error names the party and its address (PartyError, reported to the data owner as it is,
+    not as the model owner's traceback)."""
+    import multiprocessing
+    import socket
+
+    pytest.importorskip("spu")
+    from secfwt_jax.backend import spu_hosts, spu_remote
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    sink = spu_remote.RemoteShareSink(address, None, "s1", 2, 5)
+    with pytest.raises(spu_hosts.PartyError,
+                       match=f"party 2 at {address} failed during the model owner's put: "):
+        sink.send([("m0_0", b"m", [b"x"])])
+    # the controller reports the owner's "party_error" reply as the message itself
+    ours, theirs = multiprocessing.Pipe()
+    theirs.send(("party_error", f"party 2 at {address} failed during the model owner's put"))
+
+    def fail(message):
+        raise spu_hosts.PartyError(message)
+
+    class Owner:  # the (finished) model-owner process, as wait_for_owner sees it
+        pid = 0
+
+        def is_alive(self):
+            return False
+
+        def join(self, timeout=None):
+            pass
+
+    with pytest.raises(spu_hosts.PartyError, match=r"^party 2 at .* failed during the model"):
+        spu_hosts.wait_for_owner(Owner(), ours, "put", 5, fail)

@@ -129,11 +129,16 @@ def _arrays_anywhere(obj, found, seen=None):
 @pytest.mark.slow
 def test_run_py_in_mp_mode_loads_the_weights_only_in_the_model_owner_process(
         tmp_path, monkeypatch):
-    """experiments/run.py, protocol.mode=mp: the data owner's process (this one) never loads
+    """experiments/run.py, method=secfwt under ABY3 in protocol.mode=mp with TLS certificates
+    from make_certs.sh (where openssl exists): the data owner's process (this one) never loads
     the weights (every loader raises here; the model-owner process is a fresh interpreter),
-    receives no weight array, and sends the parties shares of its own inputs only."""
+    receives no weight array, and sends the parties shares of its own inputs only (its
+    examples, prompts and trig masks); the parties' links use TLS; the run tunes one
+    generation with the masked trigonometry."""
     import importlib.util
     import pathlib
+    import shutil
+    import subprocess
 
     import jax
     from hydra import compose, initialize_config_dir
@@ -145,8 +150,20 @@ def test_run_py_in_mp_mode_loads_the_weights_only_in_the_model_owner_process(
     spec = importlib.util.spec_from_file_location("run_mp", root / "experiments" / "run.py")
     run_py = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(run_py)
+    # method=secfwt (RFA with the data owner's masked one-round trigonometry) as
+    # test_run.py's secfwt run had it: with secfwt's normalised q/k the random tiny model's
+    # attention is near-uniform and no planted teacher can be drawn, so the unnormalised
+    # kernel with weights small enough for its fixed-point range
     overrides = ["progress=false", "protocol=aby3", "protocol.mode=mp", "budget=6",
-                 "eval_every=0"]
+                 "eval_every=0", "method=secfwt", "method.normalize_qk=false",
+                 "model.initializer_range=0.15"]
+    tls = shutil.which("openssl") is not None
+    if tls:  # (test_tls.py checks the certificates' refusal; this run takes them)
+        subprocess.run(["bash", str(root / "experiments" / "make_certs.sh"),
+                        str(tmp_path / "c")], check=True, capture_output=True, timeout=60)
+        c = tmp_path / "c"
+        overrides.append(f"protocol.tls={{cert:{c / 'party.pem'},key:{c / 'party.key'},"
+                         f"ca:{c / 'ca.pem'}}}")
     with initialize_config_dir(config_dir=str(root / "experiments" / "conf"), version_base=None):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     choices = {g: cfg.hydra.runtime.choices[g] for g in run_py.GROUPS}
@@ -172,6 +189,11 @@ def test_run_py_in_mp_mode_loads_the_weights_only_in_the_model_owner_process(
     monkeypatch.setattr(conn_type, "send", lambda self, m: sent.append(m) or send(self, m))
     summary = run_py.launch(cfg, str(tmp_path / "run"), choices)
     assert summary["generations"] == 1 and summary["mode"] == "mp"
+    assert summary["tls_links"] is tls
+    assert (summary["method"], summary["attention"], summary["rfa_trig"]) == (
+        "secfwt", "rfa", "masked")
+    assert summary["normalize_qk"] is False
+    assert np.isfinite(summary["final_loss"]) and summary["bytes_total"] > 0
     arrays = _arrays_anywhere(received, [])
     assert arrays  # the planted task's splits (the model owner's declared disclosure)
     assert not [a for a in arrays for w in weights if a.shape == w.shape and np.array_equal(a, w)]

@@ -6,7 +6,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -38,32 +37,17 @@ def test_planted_run_writes_config_metrics_and_summary(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.spu
-def test_secfwt_method_tunes_under_aby3_with_the_masked_trigonometry(tmp_path):
-    # With secfwt's normalised q/k the random tiny model's attention is near-uniform and no
-    # planted teacher can be drawn (make_planted says so), so the planted run uses the
-    # unnormalised kernel with weights small enough for its fixed-point range.
-    run(f"hydra.run.dir={tmp_path}", "method=secfwt", "protocol=aby3", "budget=6",
-        "method.normalize_qk=false", "model.initializer_range=0.15")  # one generation
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert (summary["method"], summary["attention"], summary["rfa_trig"]) == (
-        "secfwt", "rfa", "masked")
-    assert summary["normalize_qk"] is False and summary["generations"] == 1
-    assert np.isfinite(summary["final_loss"]) and summary["bytes_total"] > 0
-
-
-@pytest.mark.slow
 def test_rerun_in_the_same_directory_resumes_without_repeating_work(tmp_path):
-    run(f"hydra.run.dir={tmp_path}", "budget=30")
+    run(f"hydra.run.dir={tmp_path}", "budget=12")
     first = (tmp_path / "metrics.jsonl").read_text()
-    run(f"hydra.run.dir={tmp_path}", "budget=30")
+    run(f"hydra.run.dir={tmp_path}", "budget=12")
     assert (tmp_path / "metrics.jsonl").read_text() == first
 
 
 @pytest.mark.slow
 @pytest.mark.spu
 def test_multirun_prints_one_table_for_all_protocols(tmp_path):
-    out = run("-m", "protocol=plaintext,ref2k", "budget=12", f"hydra.sweep.dir={tmp_path}")
+    out = run("-m", "protocol=plaintext,ref2k", "budget=6", f"hydra.sweep.dir={tmp_path}")
     table = (tmp_path / "summary.md").read_text()
     assert "| plaintext |" in table and "| ref2k |" in table
     assert table.splitlines()[0] in out.stdout
@@ -105,3 +89,26 @@ def test_mrpc_plaintext_runs_on_the_real_data(tmp_path):
     assert s["task"] == "mrpc" and s["test_examples"] == 16 and s["train_examples"] == 32
     assert s["model_shape"]["vocab"] == 50265
     assert set(s["test_metrics"]) == {"f1", "accuracy"}
+
+
+def test_the_named_layer_options_reach_the_model_owner():
+    """`method.activation=gelu_even method.rfa_lean=true` (the named options of the leaner
+    SecFwT query) go into what the model owner loads, and the model takes them."""
+    import importlib.util
+
+    from hydra import compose, initialize_config_dir
+
+    from secfwt_jax.config import ModelConfig
+
+    spec = importlib.util.spec_from_file_location("run_spec", ROOT / "experiments" / "run.py")
+    run_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_py)
+    with initialize_config_dir(config_dir=str(ROOT / "experiments" / "conf"), version_base=None):
+        cfg = compose(config_name="config", overrides=[
+            "method=secfwt", "method.activation=gelu_even", "method.rfa_lean=true"])
+        default = compose(config_name="config", overrides=["method=secfwt"])
+    overrides = run_py.model_spec(cfg)["overrides"]
+    assert overrides["activation"] == "gelu_even" and overrides["rfa_lean"] is True
+    assert run_py.model_spec(default)["overrides"]["rfa_lean"] is False
+    config = ModelConfig.preset("tiny", **overrides)
+    assert (config.activation, config.rfa_lean, config.attention) == ("gelu_even", True, "rfa")

@@ -1,6 +1,7 @@
 """TLS on the parties' brpc links in mp mode (issue 12): a run with certificates from
 experiments/make_certs.sh gives the plaintext result; a CA that did not sign the parties'
-certificate stops the mesh from connecting (a clear error, no process left)."""
+certificate stops the mesh from connecting (a clear error, no process left). run.py taking the
+certificates (protocol.tls) is checked by the mp run of tests/test_principals_mp.py."""
 
 import multiprocessing
 import pathlib
@@ -54,20 +55,3 @@ def test_tls_links_compute_and_refuse_an_unknown_ca(tmp_path):
         make_backend("aby3", mode="mp", timeout_s=5, tls=wrong, start_timeout_s=15)
     assert time.monotonic() - t0 < 45
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("spu-party")]
-
-
-@pytest.mark.slow
-@pytest.mark.spu
-def test_run_py_takes_tls_certificates_in_mp_mode(tmp_path):
-    import json
-    import sys
-
-    tls = certs(tmp_path / "c")
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "protocol=aby3",
-           "protocol.mode=mp", f"protocol.tls={{cert:{tls['cert']},key:{tls['key']},"
-           f"ca:{tls['ca']}}}", "budget=6", "eval_every=0", "progress=false",
-           f"hydra.run.dir={tmp_path / 'run'}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["tls_links"] is True and summary["generations"] == 1

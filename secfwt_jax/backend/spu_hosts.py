@@ -191,6 +191,8 @@ def wait_for_owner(owner_proc, owner_conn, what: str, timeout_s: float, fail):
             fail(f"the model owner did not finish {what} within {timeout_s:.0f} s")
     status, payload = owner_conn.recv()
     owner_proc.join(5.0)
+    if status == "party_error":  # a party failed while the owner sent it its shares
+        fail(payload)
     if status == "error":
         fail(f"the model owner raised during {what}:\n{payload}")
     return payload

@@ -14,6 +14,7 @@ from spu import api as spu_api
 from spu import libspu
 
 from .common import FlatArgs
+from .spu_hosts import PartyError
 from .spu_party import share_to_parts
 
 SECRET = libspu.Visibility.VIS_SECRET
@@ -46,5 +47,7 @@ def model_owner_main(loader, loader_args, disclose, config_bytes: bytes, n: int,
         abstract = jax.tree_util.tree_map(
             lambda a: ("shape", tuple(a.shape), np.dtype(a.dtype).str), flat.abstract)
         conn.send(("ok", (names, abstract, disclose(params), nbytes)))
+    except PartyError as e:  # a party the shares were sent to failed: the controller says so
+        conn.send(("party_error", str(e)))
     except BaseException:  # noqa: B036 - reported to the controller
         conn.send(("error", traceback.format_exc()))

@@ -85,8 +85,13 @@ class RemoteShareSink:
             size += n
         with open_channel(self.address, self.tls) as channel:
             for batch in batches:
-                reply = call(channel, "Call", {"session": self.session, "cmd": "set",
-                                               "payload": batch}, self.timeout_s)
+                try:
+                    reply = call(channel, "Call", {"session": self.session, "cmd": "set",
+                                                   "payload": batch}, self.timeout_s)
+                except grpc.RpcError as e:  # the server is down or unreachable
+                    raise PartyError(
+                        f"party {self.rank} at {self.address} failed during the model owner's "
+                        f"put: {e.code().name}: {e.details()}") from e
                 if not reply["ok"]:
                     raise RuntimeError(f"party {self.rank} at {self.address} refused the model "
                                        f"owner's shares: {reply['error']}")

@@ -18,7 +18,8 @@ from .compose import FLAT_ROUNDS, extrapolate_entries, fit_seq_mixed
 from .figures import add, combine, figures_of, networks
 
 METHODS = ("sft", "prompt_tuning", "fot_softmax", "fot_rfa", "fot_puma", "fot_secfwt",
-           "fot_secfwt_fused", "sft_grad", "sft_update")
+           "fot_secfwt_fused", "fot_secfwt_even", "fot_secfwt_lean", "sft_grad",
+           "sft_update")
 # the two parts of an SFT step, measured apart where the whole step does not fit (Cheetah)
 SFT_PARTS = ("sft_grad", "sft_update")
 SEQ_FREE = ("sft_update",)  # parts whose cost does not depend on the sequence
