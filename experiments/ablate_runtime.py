@@ -62,8 +62,6 @@ VARIANTS = {
     "disable_mmul_split": dict(experimental_disable_mmul_split=True),
 }
 STUDIES = ("options", "semi2k_cache")
-METHOD_KEYS = ("attention", "activation", "num_features", "feature_kind", "normalize_qk",
-               "rfa_trig", "rfa_lean")
 
 
 @dataclasses.dataclass
@@ -96,7 +94,7 @@ def secfwt_layers(cfg) -> dict:
     """method=secfwt's layer settings, read from its Hydra config (the one run.py uses), with
     cfg.activation (and cfg.rfa_lean) in place of its own when set (ModelConfig checks them)."""
     conf = OmegaConf.load(os.path.join(common.CONF_DIR, "method", "secfwt.yaml"))
-    layers = {k: conf[k] for k in METHOD_KEYS}
+    layers = {k: conf[k] for k in common.METHOD_LAYER_KEYS}
     if cfg.get("activation"):
         layers["activation"] = cfg.activation
     if cfg.get("rfa_lean") is not None:

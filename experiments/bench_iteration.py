@@ -123,7 +123,8 @@ class Config(common.AppConfig):
 FOT_METHOD_CONFIGS = {"fot_softmax": "fot", "fot_rfa": "fot", "fot_puma": "fot_puma",
                       "fot_secfwt": "secfwt", "fot_secfwt_fused": "secfwt",
                       "fot_secfwt_even": "secfwt", "fot_secfwt_lean": "secfwt"}
-LAYER_KEYS = ("attention", "activation", "feature_kind", "normalize_qk", "rfa_trig", "rfa_lean")
+# (num_features is the benchmark's own setting, cfg.num_features)
+LAYER_KEYS = tuple(k for k in common.METHOD_LAYER_KEYS if k != "num_features")
 # what a benchmark method sets on top of its method config
 FOT_OVERRIDES = {"fot_rfa": {"attention": "rfa"},
                  "fot_secfwt_fused": {"activation": "gelu_puma_fused"},

@@ -49,6 +49,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+# the ModelConfig fields a method config (conf/method/*.yaml) sets: run.py hands them to the
+# model owner, bench_iteration and ablate_runtime read them from the method they measure
+METHOD_LAYER_KEYS = ("attention", "activation", "num_features", "feature_kind", "normalize_qk",
+                     "rfa_trig", "rfa_lean")
 _ARGV: list[str] | None = None  # the command line as typed, before legacy_overrides
 _CONF_DIRS: dict[str, str | None] = {}  # config name -> its search path (None: no groups)
 # Hydra's own command-line flags (`python x.py --help`): never read as legacy arguments

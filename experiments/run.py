@@ -83,9 +83,7 @@ def owner_model(spec: dict, backend, planted: dict | None = None):
 def model_spec(cfg: DictConfig, tokenizer=None) -> dict:
     """What the model owner loads (principals.load_model): checkpoint path or preset name,
     the ModelConfig overrides and the init seed."""
-    overrides = {k: cfg.method[k] for k in (
-        "attention", "activation", "num_features", "feature_kind", "normalize_qk", "rfa_trig",
-        "rfa_lean")}
+    overrides = {k: cfg.method[k] for k in common.METHOD_LAYER_KEYS}
     if tokenizer is not None:
         overrides.update(
             vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
