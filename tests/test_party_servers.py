@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import yaml
+from certs import certs  # tests/certs.py
 
 from secfwt_jax.party import start_servers, stop_servers
 from secfwt_jax.party_cluster import InsecureClusterWarning, load_cluster, write_local_cluster
@@ -21,13 +22,6 @@ from secfwt_jax.party_rpc import call, open_channel, pack, unpack
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-
-
-def certs(out: pathlib.Path) -> dict:
-    subprocess.run(["bash", str(ROOT / "experiments" / "make_certs.sh"), str(out)], check=True,
-                   capture_output=True, timeout=60)
-    return {"ca": str(out / "ca.pem"), "cert": str(out / "party.pem"),
-            "key": str(out / "party.key")}
 
 
 def per_host_certs(out: pathlib.Path, n=3) -> tuple[dict, list[dict]]:

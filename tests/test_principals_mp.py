@@ -138,9 +138,9 @@ def test_run_py_in_mp_mode_loads_the_weights_only_in_the_model_owner_process(
     import importlib.util
     import pathlib
     import shutil
-    import subprocess
 
     import jax
+    from certs import certs
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -159,11 +159,8 @@ def test_run_py_in_mp_mode_loads_the_weights_only_in_the_model_owner_process(
                  "model.initializer_range=0.15"]
     tls = shutil.which("openssl") is not None
     if tls:  # (test_tls.py checks the certificates' refusal; this run takes them)
-        subprocess.run(["bash", str(root / "experiments" / "make_certs.sh"),
-                        str(tmp_path / "c")], check=True, capture_output=True, timeout=60)
-        c = tmp_path / "c"
-        overrides.append(f"protocol.tls={{cert:{c / 'party.pem'},key:{c / 'party.key'},"
-                         f"ca:{c / 'ca.pem'}}}")
+        c = certs(tmp_path / "c")
+        overrides.append(f"protocol.tls={{cert:{c['cert']},key:{c['key']},ca:{c['ca']}}}")
     with initialize_config_dir(config_dir=str(root / "experiments" / "conf"), version_base=None):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     choices = {g: cfg.hydra.runtime.choices[g] for g in run_py.GROUPS}

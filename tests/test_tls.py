@@ -4,25 +4,16 @@ certificate stops the mesh from connecting (a clear error, no process left). run
 certificates (protocol.tls) is checked by the mp run of tests/test_principals_mp.py."""
 
 import multiprocessing
-import pathlib
 import shutil
-import subprocess
 import time
 
 import numpy as np
 import pytest
+from certs import certs  # tests/certs.py
 
 from secfwt_jax.backend import BackendError, make_backend
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
-
-
-def certs(out):
-    subprocess.run(["bash", str(ROOT / "experiments" / "make_certs.sh"), str(out)], check=True,
-                   capture_output=True, timeout=60)
-    return {"cert": str(out / "party.pem"), "key": str(out / "party.key"),
-            "ca": str(out / "ca.pem")}
 
 
 def test_tls_options_are_checked(tmp_path):
