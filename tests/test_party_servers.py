@@ -326,3 +326,31 @@ def test_a_party_down_during_the_model_owners_put_is_named():
 
     with pytest.raises(spu_hosts.PartyError, match=r"^party 2 at .* failed during the model"):
         spu_hosts.wait_for_owner(Owner(), ours, "put", 5, fail)
+
+
+@pytest.mark.slow
+def test_a_server_killed_before_the_model_owners_put_leaves_no_party_process(tmp_path):
+    """Party 2's server dies (SIGKILL) after the mesh joined, before the model owner sends the
+    weight shares: the put fails naming party 2, and party 2's own party process ends at once
+    (it used to wait for its peers' goodbye, which never came, until the links' receive timeout
+    of an hour; docs/backend.md, "Faults and timeouts")."""
+    import numpy as np
+
+    from secfwt_jax.backend import make_backend
+    from secfwt_jax.backend.spu_hosts import PartyError
+
+    cluster = write_cluster(tmp_path / "cluster.yaml")
+    servers = Servers(cluster, [0, 1, 2], tmp_path)
+    be = make_backend("aby3", mode="mp", cluster=str(cluster), timeout_s=20)
+    try:
+        pids = [pid for r in range(3) for pid in servers.status(r)["party_pids"]]
+        assert len(pids) == 3 and all(running(p) for p in pids)
+        servers.procs[2].kill()
+        servers.procs[2].wait(10)
+        params = {f"w{i}": np.ones((256, 256), np.float32) for i in range(8)}
+        with pytest.raises(PartyError, match="party 2 at "):
+            be.put(params, owner="model")
+        assert not still_running(pids, wait_s=10)
+    finally:
+        be.close()
+        servers.stop()

@@ -9,7 +9,12 @@ started with the 'spawn' method) over SPU's brpc links, and talks to it through 
 Commands: set (name, share) pairs; load an executable; run it; get / delete variables; adopt
 (read (name, share) pairs from a separate model-owner process's pipe, spu_owner.py); stop.
 A heartbeat thread stamps a shared double every HEARTBEAT_S seconds so the controller can tell
-a party that stopped answering from one that is busy computing.
+a party that stopped answering from one that is busy computing; the same thread ends the
+process (os._exit) once its parent is gone, whatever the main thread is blocked in.
+Ending: on "stop" the party closes its links (yacl's stop_link waits for the peers' goodbye),
+for at most STOP_LINK_S seconds; when the controller is gone (its pipe closed: the controller
+or the party server that started this process died) the party exits at once, as its peers may
+be gone too and stop_link would then wait for their goodbye until the links' receive timeout.
 
 Only the backend's spu_* modules import spu.
 """
@@ -25,6 +30,8 @@ from spu import api as spu_api
 from spu import libspu
 
 HEARTBEAT_S = 0.5
+STOP_LINK_S = 5.0  # "stop": the most a party waits for its peers' goodbye before it exits
+EXIT_ORPHANED = 3  # exit code of a party whose controller is gone
 
 
 def share_from_parts(meta: bytes, chunks: list[bytes]):
@@ -89,7 +96,7 @@ def _heartbeat(stamp, parent_pid: int, stop: threading.Event) -> None:
     while not stop.is_set():
         stamp.value = time.time()
         if os.getppid() != parent_pid:  # the controller is gone: do not linger as an orphan
-            os._exit(3)
+            os._exit(EXIT_ORPHANED)
         stop.wait(HEARTBEAT_S)
 
 
@@ -150,8 +157,8 @@ def party_main(
     while True:
         try:
             cmd, payload = conn.recv()
-        except EOFError:
-            break
+        except (EOFError, OSError):  # the controller is gone; its other parties may be too
+            os._exit(EXIT_ORPHANED)
         try:
             if cmd == "set":
                 result = party.set([(n, share_from_parts(m, c)) for n, m, c in payload])
@@ -180,8 +187,23 @@ def party_main(
             conn.send(("ok", result))
         except BaseException:  # noqa: B036 - the controller decides what to do
             conn.send(("error", traceback.format_exc()))
+    _stop_link(lctx, STOP_LINK_S)  # the heartbeat (and its orphan check) runs until the end
     stop.set()
-    try:
-        lctx.stop_link()
-    except Exception:  # noqa: BLE001 - peers may already be gone
-        pass
+
+
+def _stop_link(lctx, wait_s: float) -> None:
+    """lctx.stop_link() for at most wait_s seconds: it waits for every peer's goodbye, which a
+    peer that died never sends; past wait_s the process ends without it (os._exit: the
+    interpreter's exit could wait on the link's threads too)."""
+
+    def stop_link():
+        try:
+            lctx.stop_link()
+        except Exception:  # noqa: BLE001 - peers may already be gone
+            pass
+
+    t = threading.Thread(target=stop_link, daemon=True)
+    t.start()
+    t.join(wait_s)
+    if t.is_alive():
+        os._exit(0)
