@@ -182,9 +182,10 @@ def n_entries(tree) -> int:
     return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
 
 
-def measure_update(cfg: DictConfig, be, trainable):
-    """CallCost of sft_update (the Adam part of an SFT step) on the pytree `trainable`
-    (element-wise: no examples, only parameters, moments and gradients, all secret)."""
+def update_program(cfg: DictConfig, be, trainable):
+    """(compiled fn, args) of sft_update (the Adam part of an SFT step) on the pytree
+    `trainable` (element-wise: no examples, only parameters, moments and gradients, all
+    secret, put on `be`). Also bench_wan.py's (part=sft_update), to count its rounds."""
     import jax
 
     from secfwt_jax.baselines import fixed_point_adam, pack_state, sft_update_fn
@@ -194,7 +195,38 @@ def measure_update(cfg: DictConfig, be, trainable):
     grads = jax.tree_util.tree_map(
         lambda x: (1e-3 * rng.standard_normal(x.shape)).astype(np.float32), trainable)
     args = (be.put(trainable), be.put(pack_state(opt.init(trainable))), be.put(grads))
-    fn = be.compile(sft_update_fn(opt))
+    return be.compile(sft_update_fn(opt)), args
+
+
+def update_slice(cfg: DictConfig, divisor: int):
+    """(the first 1/divisor of every trainable parameter (param_slices), its entries, the
+    entries of all trainable parameters) of the model cfg describes."""
+    from secfwt_jax.baselines import split_params
+    from secfwt_jax.model import init_params
+
+    config = model_config(cfg, "sft_update", cfg.layers)
+    trainable = split_params(init_params(config, seed=int(cfg.seed)))[0]
+    part = param_slices(trainable, int(divisor))
+    return part, n_entries(part), n_entries(trainable)
+
+
+def grad_program(cfg: DictConfig, be, layers: int | None):
+    """(compiled fn, args) of sft_grad (forward + backward of an SFT step) on a model with
+    `layers` encoder layers, its weights put on `be` (args[0]). Also bench_wan.py's
+    (part=sft_grad), to count its rounds."""
+    from secfwt_jax.baselines import sft_grad_fn
+    from secfwt_jax.model import init_params
+
+    config = model_config(cfg, "sft_grad", layers)
+    params = init_params(config, seed=int(cfg.seed))
+    (embeds, mask, mask_onehot, labels), words = inputs(cfg, config, params, 0)
+    return (be.compile(sft_grad_fn(config, words)),
+            (be.put(params, owner="model"), embeds, mask, mask_onehot, labels))
+
+
+def measure_update(cfg: DictConfig, be, trainable):
+    """CallCost of sft_update on the pytree `trainable` (update_program)."""
+    fn, args = update_program(cfg, be, trainable)
     fn.precompile(*args)
     _, cost = fn(*args, reveal=False)
     for a in args:
@@ -209,12 +241,17 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
         fixed_point_adam,
         prompt_init,
         prompt_step_fn,
-        sft_grad_fn,
         sft_init,
         sft_step_fn,
     )
     from secfwt_jax.model import init_params, verbalizer_fn
 
+    if method == "sft_grad":
+        fn, args = grad_program(cfg, be, layers)
+        fn.precompile(*args)
+        _, cost = fn(*args, reveal=False)
+        be.delete(args[0])
+        return [("part", 1, cost)]
     config = model_config(cfg, method, layers)
     params = init_params(config, seed=int(cfg.seed))
     rng = np.random.default_rng(int(cfg.seed) + 1)
@@ -223,16 +260,12 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
     (embeds, mask, mask_onehot, labels), words = inputs(cfg, config, params, prompt_len)
     weights = be.put(params, owner="model")
     out = []
-    if method in ("sft", "sft_grad"):
-        if method == "sft":
-            fn = be.compile(sft_step_fn(config, words, opt))
-            args = (weights, be.put(sft_init(params, opt)), embeds, mask, mask_onehot, labels)
-        else:
-            fn = be.compile(sft_grad_fn(config, words))
-            args = (weights, embeds, mask, mask_onehot, labels)
+    if method == "sft":
+        fn = be.compile(sft_step_fn(config, words, opt))
+        args = (weights, be.put(sft_init(params, opt)), embeds, mask, mask_onehot, labels)
         fn.precompile(*args)
         _, cost = fn(*args, reveal=False)
-        out.append(("iteration" if method == "sft" else "part", 1, cost))
+        out.append(("iteration", 1, cost))
     elif method == "prompt_tuning":
         prompt = common.random_prompts(rng, 1, prompt_len, config.hidden_size)[0]
         fn = be.compile(prompt_step_fn(config, words, opt))
@@ -273,20 +306,15 @@ def update_records(cfg, be_factory, protocol: str, emit) -> None:
     """sft_update on slices 1/d of the trainable parameters (d in cfg.update_slices; the
     step is element-wise), then the full step by a line through the first two slices in the
     number of entries (every figure, per party and op class); further slices check the line."""
-    from secfwt_jax.baselines import split_params
-    from secfwt_jax.model import init_params
-
     config = model_config(cfg, "sft_update", cfg.layers)
-    trainable = split_params(init_params(config, seed=int(cfg.seed)))[0]
-    total = n_entries(trainable)
     slices = []
     for d in cfg.update_slices:
-        part = param_slices(trainable, int(d))
+        part, entries, total = update_slice(cfg, int(d))
         with be_factory() as be:
             fig = cost_figures(measure_update(cfg, be, part))
         slices.append(dict(base_record(cfg, protocol, "sft_update", "part", 1,
                                        config.num_hidden_layers), kind="measured",
-                           slice_divisor=int(d), entries=n_entries(part), entries_full=total,
+                           slice_divisor=int(d), entries=entries, entries_full=total,
                            **fig, networks=networks(fig)))
         emit(slices[-1])
     if len(slices) >= 2 and slices[0]["entries"] != slices[1]["entries"]:

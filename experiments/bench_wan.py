@@ -4,6 +4,8 @@ limit on every link (experiments/wan_relay.py), against the same call with direc
     python experiments/bench_wan.py --model tiny --protocols aby3 cheetah --repeats 3
     python experiments/bench_wan.py --model roberta-base --layers 1 --seq-len 32 --batch 1 ...
     python experiments/bench_wan.py --kernel batched_matmul_64x16x16x16 --protocols aby3
+    python experiments/bench_wan.py model=roberta-large layers=1 seq_len=16 batch=1 \
+        part=sft_grad 'protocols=[cheetah]' 'shapes=[10ms_1gbps]' repeats=1 direct=false
 
 For each protocol two mp backends hold the same weights: one with direct loopback links (LAN),
 one whose parties reach each other only through the relay. Every repeat runs the call once per
@@ -128,6 +130,54 @@ def model_setup(args):
     return meta, setup
 
 
+def iteration_cfg(args):
+    """bench_iteration's settings for the SFT part `args.part` of the model (its defaults
+    otherwise: seed 0, learning rate, FM64), so that the relayed run is bench_iteration's
+    program, byte for byte (attach_rounds checks it)."""
+    import bench_iteration
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(bench_iteration.Config)
+    cfg.model = OmegaConf.merge(cfg.model, OmegaConf.load(
+        os.path.join(common.CONF_DIR, "model", f"{args.model}.yaml")))
+    cfg.seq_len, cfg.batch, cfg.layers = int(args.seq_len), int(args.batch), args.layers
+    return cfg
+
+
+def part_setup(args):
+    """(record fields, setup(backend) -> call): one call of the SFT part `args.part` as
+    bench_iteration measures it: sft_grad (forward + backward) on a model of `args.layers`
+    encoder layers, or sft_update (Adam) on the first 1/update_slice of every trainable
+    parameter of the whole model (`bench_iteration.grad_program` / `update_program`)."""
+    import bench_iteration as bi
+
+    cfg = iteration_cfg(args)
+    meta = dict(model=args.model, seq_len=args.seq_len, prompt_len=0, batch=args.batch,
+                prompts=1, method=args.part, part=args.part)
+    if args.part == "sft_grad":
+        config = bi.model_config(cfg, "sft_grad", args.layers)
+
+        def setup(be):
+            fn, call_args = bi.grad_program(cfg, be, args.layers)
+            fn.precompile(*call_args)
+            return lambda: fn(*call_args, reveal=False)
+
+    else:  # sft_update: a record of the whole model's layers, one slice of its parameters
+        config = bi.model_config(cfg, "sft_update", args.layers)
+        trainable, entries, total = bi.update_slice(cfg, int(args.update_slice))
+        meta.update(slice_divisor=int(args.update_slice), entries=entries, entries_full=total)
+
+        def setup(be):
+            fn, call_args = bi.update_program(cfg, be, trainable)
+            fn.precompile(*call_args)
+            return lambda: fn(*call_args, reveal=False)
+
+    meta.update(layers=config.num_hidden_layers, hidden=config.hidden_size)
+    return meta, setup
+
+
+PARTS = ("sft_grad", "sft_update")  # part=: the SFT step's two programs (bench_iteration)
+
 KERNELS = {  # name: (function, input shapes); probes of what one send action costs
     "mul_1e5": (lambda x, y: x * y, [(100_000,), (100_000,)]),
     "matmul_256x64x64": (lambda x, y: x @ y, [(256, 64), (64, 64)]),
@@ -243,6 +293,10 @@ class Config(common.AppConfig):
     activation: str | None = None
     rfa_trig: str | None = None
     kernel: str | None = None  # time this small kernel (KERNELS) instead of the model's query
+    # or one part of an SFT step instead of the query (bench_iteration's programs, to count
+    # their rounds): sft_grad (layers=, seq_len=) | sft_update (update_slice=)
+    part: str | None = None
+    update_slice: int = 512  # part=sft_update: the first 1/update_slice of every parameter
     protocols: list[str] = dataclasses.field(default_factory=lambda: ["aby3", "cheetah"])
     shapes: list[str] = dataclasses.field(
         default_factory=lambda: ["1ms", "10ms_1gbps", "40ms_200mbps"])  # SHAPES
@@ -262,8 +316,11 @@ def main(args) -> None:
         raise ValueError(f"unknown shapes {bad}; accepted: {', '.join(SHAPES)}")
     if args.kernel is not None and args.kernel not in KERNELS:
         raise ValueError(f"unknown kernel {args.kernel!r}; accepted: {', '.join(sorted(KERNELS))}")
+    if args.part is not None and args.part not in PARTS:
+        raise ValueError(f"unknown part {args.part!r}; accepted: {', '.join(PARTS)}")
     command = common.command_line()
-    meta, setup = kernel_setup(args.kernel) if args.kernel else model_setup(args)
+    meta, setup = (kernel_setup(args.kernel) if args.kernel else
+                   part_setup(args) if args.part else model_setup(args))
     path = os.path.join(args.out, "runs.json")
     old = common.read_json(path, [])
     for protocol in args.protocols:

@@ -138,6 +138,47 @@ def test_attach_rounds_takes_the_relay_depth_of_the_same_program_and_composes_th
     assert got[0]["rounds_counted"]["setting"] == "10ms_1gbps"
 
 
+def test_attach_rounds_matches_the_parts_of_an_sft_step_by_part_and_slice():
+    """bench_wan part=sft_grad / part=sft_update runs go to the sft_grad record and to the
+    update slice of the same divisor only (a FoT query of the same shape is another setting,
+    not an error), and the whole update read off the two slices takes their rounds as its
+    other figures (linear in the entries, the larger's where flat)."""
+    f1 = costs.cost_figures(call([100, 200], [400, 420], 1.0))
+    f2 = costs.cost_figures(call([150, 300], [700, 720], 1.8))
+    grad = [dict(r, method="sft_grad", unit="part", prompt_len=0)
+            for r in iteration_records([f1, f2])]
+    query = iteration_records([f1, f2])
+    upd = dict(method="sft_update", protocol="cheetah", model="roberta-large", seq_len=128,
+               batch=1, population=1, prompt_len=0, unit="part", layers=24, kind="measured",
+               entries_full=1000, definition="d", field="FM64", mode="sim",
+               weights="random", command="bench_iteration ...")
+    slices = [dict(upd, slice_divisor=d, entries=n, **f, networks=costs.networks(f))
+              for d, n, f in ((512, 2, f1), (256, 4, f2))]
+    whole = costs.whole_update_record(tuple(slices), [], "line")
+    assert "rounds" not in whole
+    recs = grad + query + slices + [whole]
+
+    def part_run(part, layers, bytes_sent, actions, depth, seq=32, **extra):
+        return dict(relayed_run(layers, bytes_sent, [depth], seq=seq, actions=actions),
+                    part=part, **extra)
+
+    runs = [part_run("sft_grad", 1, [100, 200], [400, 420], 90),
+            part_run("sft_grad", 2, [150, 300], [700, 720], 150),
+            part_run("sft_update", 24, [150, 300], [700, 720], 60, seq=128, slice_divisor=256),
+            part_run("sft_update", 24, [100, 200], [400, 420], 50, seq=128, slice_divisor=512)]
+    costs.attach_rounds(recs, runs, "10ms_1gbps")
+    assert [r.get("rounds") for r in grad] == [90, 150, 90 + 23 * 60]
+    assert all("rounds" not in r for r in query)  # the same shapes, but not the same program
+    assert [r["rounds"] for r in slices] == [50, 60]
+    assert whole["rounds"] == 50 + (1000 - 2) / 2 * 10  # the line through (2, 50), (4, 60)
+    assert whole["rounds_counted"]["setting"] == "10ms_1gbps"
+    lat = NETWORKS["wan100"].latency_s
+    assert whole["networks"]["wan100"]["latency_s"] == pytest.approx(whole["rounds"] * lat)
+    # compose_seq's whole update (whole_update_record) carries them the same way
+    again = costs.whole_update_record(tuple(slices), [], "line")
+    assert again["rounds"] == whole["rounds"] and again["rounds_counted"]["setting"]
+
+
 def test_attach_rounds_refuses_another_program_and_a_latency_too_small_to_count():
     f1 = costs.cost_figures(call([100, 200], [400, 420], 1.0))
     f2 = costs.cost_figures(call([150, 300], [700, 720], 1.8))

@@ -89,6 +89,9 @@ def test_toolkit_scripts_do_not_edit_sys_path():
     ("bench_wan.py model=roberta-large layers=1 seq_len=32 prompt_len=12 batch=1 "
      "'protocols=[cheetah]' 'shapes=[10ms_1gbps]' repeats=1 direct=false timeout_s=3600 "
      "out=results/wan/rounds/cheetah_fot", "direct: false"),
+    ("bench_wan.py model=roberta-large seq_len=128 batch=1 part=sft_update update_slice=256 "
+     "'protocols=[cheetah]' 'shapes=[10ms_1gbps]' repeats=1 direct=false timeout_s=3600 "
+     "out=results/wan/rounds/cheetah_sft", "update_slice: 256"),
     ("attach_rounds.py 'records=[results/iteration/quiet/cheetah/fot_seq32/iteration.json,"
      "results/iteration/quiet/cheetah/fot_seq64/iteration.json]' "
      "'runs=[results/wan/rounds/cheetah_fot/runs.json]'",
@@ -223,8 +226,8 @@ def test_ablate_runtime_runs_on_the_tiny_model(tmp_path):
 @pytest.mark.spu
 def test_rounds_counted_on_the_relay_go_into_the_iteration_records(tmp_path):
     """bench_wan with the relayed parties only (direct=false) runs bench_iteration's SecFwT query
-    (the same bytes and send actions in all), and attach_rounds puts its relay depth into the
-    record, whose WAN time then charges those rounds (the layer composition of counted rounds:
+    and its SFT forward + backward (part=sft_grad) (the same bytes and send actions in all),
+    and attach_rounds puts each one's relay depth into its record, whose WAN time then charges those rounds (the layer composition of counted rounds:
     tests/test_costs.py)."""
     import json
 
@@ -235,20 +238,25 @@ def test_rounds_counted_on_the_relay_go_into_the_iteration_records(tmp_path):
         return out.stdout
 
     shape = ["model=tiny", "layers=1", "seq_len=16", "prompt_len=4", "batch=1"]
-    script("bench_iteration.py", *shape, "methods=[fot_secfwt]", "generation=skip",
+    script("bench_iteration.py", *shape, "methods=[fot_secfwt,sft_grad]", "generation=skip",
            f"out_dir={tmp_path / 'it'}", f"hydra.run.dir={tmp_path / 'h'}")
-    script("bench_wan.py", *shape, "protocols=[aby3]", "shapes=[10ms_1gbps]", "repeats=1",
-           "direct=false", f"out={tmp_path / 'wan'}")
-    (run,) = json.loads((tmp_path / "wan" / "runs.json").read_text())
-    assert sorted(run["runs"]) == ["10ms_1gbps"]  # no LAN run
+    relayed = [*shape, "protocols=[aby3]", "shapes=[10ms_1gbps]", "repeats=1", "direct=false",
+               f"out={tmp_path / 'wan'}"]
+    script("bench_wan.py", *relayed)
+    script("bench_wan.py", *relayed, "part=sft_grad")  # the SFT step's forward + backward
+    runs = json.loads((tmp_path / "wan" / "runs.json").read_text())
+    assert [sorted(r["runs"]) for r in runs] == [["10ms_1gbps"]] * 2  # no LAN run
     records = str(tmp_path / "it" / "iteration.json")
     said = script("attach_rounds.py", f"records=[{records}]",
                   f"runs=[{tmp_path / 'wan' / 'runs.json'}]")
-    (rec,) = json.loads(open(records).read())
-    depth = run["runs"]["10ms_1gbps"][0]["relay"]["depth"]
-    assert rec["rounds"] == depth > 100 and f"{depth} rounds" in said
-    assert sum(run["cost"]["bytes_sent"]) == rec["bytes_total"]  # ABY3: to the byte
-    assert rec["networks"]["wan100"]["latency_s"] == pytest.approx(depth * 0.080)
+    recs = {r["method"]: r for r in json.loads(open(records).read())}
+    for method, run in zip(("fot_secfwt", "sft_grad"), runs):
+        rec = recs[method]
+        depth = run["runs"]["10ms_1gbps"][0]["relay"]["depth"]
+        assert rec["rounds"] == depth > 100 and f"{method} " in said and f"{depth} rounds" in said
+        assert sum(run["cost"]["bytes_sent"]) == rec["bytes_total"]  # ABY3: to the byte
+        assert rec["networks"]["wan100"]["latency_s"] == pytest.approx(depth * 0.080)
+    assert recs["sft_grad"]["rounds"] != recs["fot_secfwt"]["rounds"]
     assert "(rounds counted)" in (tmp_path / "it" / "iteration.md").read_text()
 
 
@@ -265,3 +273,10 @@ def test_bench_iteration_fot_methods_are_run_py_methods():
         assert {k: v for k, v in other.items() if k != "activation"} == {
             k: v for k, v in secfwt.items() if k != "activation"}
     assert bi.fot_variant("fot_rfa")["attention"] == "rfa"
+
+
+def test_bench_wan_refuses_an_unknown_part_naming_the_accepted_ones():
+    out = subprocess.run([sys.executable, str(EXPERIMENTS / "bench_wan.py"), "part=sft_step"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode != 0
+    assert "unknown part 'sft_step'; accepted: sft_grad, sft_update" in out.stderr

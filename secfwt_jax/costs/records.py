@@ -67,9 +67,13 @@ def whole_update_record(line: tuple[dict, dict], others: list[dict], composition
                            wall_ratio=p["wall_s"] / r["wall_s"],
                            send_actions_ratio=p["send_actions_total"] / r["send_actions_total"]))
     fig = at(total)
+    counted = {} if "rounds" not in fig else {"rounds_counted": dict(
+        setting=b["rounds_counted"]["setting"], composition="linear in the entries through the "
+        f"slices' counted rounds (within {FLAT_ROUNDS:.0%}: the larger's)")}
     return dict({k: b[k] for k in BASE_KEYS}, kind="composed", entries=total,
                 entries_full=total, composed_from_entries=[a["entries"], b["entries"]],
-                line_checks=checks, composition=composition, **fig, networks=networks(fig))
+                line_checks=checks, composition=composition, **fig, **counted,
+                networks=networks(fig))
 
 
 def whole_update(records: list[dict]) -> list[dict]:
@@ -318,9 +322,11 @@ def attach_rounds(records: list[dict], runs: list[dict], setting: str) -> list[s
 
     said = []
 
-    def same_setting(rec, run):
+    def same_setting(rec, run):  # a query, or a part of an SFT step (bench_wan part=)
         return (all(rec[k] == run.get(k) for k in ROUNDS_KEYS)
-                and rec["population"] == run.get("prompts", 1))
+                and rec["population"] == run.get("prompts", 1)
+                and (rec["method"] if rec["method"] in SFT_PARTS else None) == run.get("part")
+                and rec.get("slice_divisor") == run.get("slice_divisor"))
 
     def same_program(rec, run):  # in all: a sim-mode record splits ABY3's per-party counts
         c = run["cost"]  # between parties 1 and 2 otherwise than the mp parties count them
@@ -376,4 +382,22 @@ def attach_rounds(records: list[dict], runs: list[dict], setting: str) -> list[s
         rec["networks"] = networks(rec)
         said.append(f"{rec['protocol']} {rec['method']} {rec['unit']} layers={rec['layers']} "
                     f"seq {rec['seq_len']} (composed): {rec['rounds']} rounds")
+    slices = {(r["protocol"], r["method"], r["entries"]): r for r in records
+              if r["kind"] == "measured" and r["method"] in SEQ_FREE}
+    for rec in records:  # the whole update, read off the line through two measured slices
+        if rec["kind"] != "composed" or "composed_from_entries" not in rec:
+            continue
+        a, b = (slices.get((rec["protocol"], rec["method"], n))
+                for n in rec["composed_from_entries"])
+        if a is None or b is None or "rounds" not in a or "rounds" not in b:
+            continue
+        fig = extrapolate_entries(figures_of(a), figures_of(b), a["entries"], b["entries"],
+                                  rec["entries"])
+        rec["rounds"] = fig["rounds"]
+        rec["rounds_counted"] = dict(
+            setting=setting, composition="linear in the entries through the "
+            f"slices' counted rounds (within {FLAT_ROUNDS:.0%}: the larger's)")
+        rec["networks"] = networks(rec)
+        said.append(f"{rec['protocol']} {rec['method']} {rec['unit']} {rec['entries']} entries "
+                    f"(composed): {rec['rounds']} rounds")
     return said
