@@ -108,14 +108,14 @@ class Config(common.AppConfig):
     dealer: str | None = None
     # sft_update: measure on 1/d of every parameter; line through the first two
     update_slices: list[int] = dataclasses.field(default_factory=lambda: [1024, 512])
-    num_features: int = 64  # RFA random features
-    num_labels: int = 2
-    learning_rate: float = 1e-2
+    num_features: int = common.ITERATION_DEFAULTS["num_features"]  # RFA random features
+    num_labels: int = common.ITERATION_DEFAULTS["num_labels"]
+    learning_rate: float = common.ITERATION_DEFAULTS["learning_rate"]
     mode: str = "sim"
     field: str = "FM64"
     fraction_bits: int | None = None  # null: SPU's default for the field (18 for FM64)
     timeout_s: float = 3600  # a party silent this long fails the call
-    seed: int = 0
+    seed: int = common.ITERATION_DEFAULTS["seed"]
     out_dir: Any = None  # also write the outputs here (e.g. results/iteration/<name>)
 
 
@@ -143,90 +143,15 @@ def fot_variant(method: str) -> dict:
 
 
 def model_config(cfg: DictConfig, method: str, layers: int | None):
-    from secfwt_jax.config import ModelConfig
-
-    over = dict(initializer_range=float(cfg.model.initializer_range),
-                num_features=int(cfg.num_features))
-    if method in FOT_METHOD_CONFIGS:
-        over.update(fot_variant(method))
-    if layers:
-        over["num_hidden_layers"] = int(layers)
-    return ModelConfig.preset(cfg.model.name, **over)
+    return common.iteration_model_config(
+        cfg, layers, **(fot_variant(method) if method in FOT_METHOD_CONFIGS else {}))
 
 
-def inputs(cfg: DictConfig, config, params, prompt_len: int):
-    """(embeds (B, S-L, H), mask, mask_onehot, labels_onehot (B, C)) numpy, and label words
-    (random: rows `<s> t.. <mask> t.. </s>`, no padding)."""
-    rng = np.random.default_rng(int(cfg.seed))
-    b, text_len = int(cfg.batch), int(cfg.seq_len) - prompt_len
-    ids, mask, mask_onehot = common.random_examples(config, rng, b, text_len)
-    embeds = common.embed_examples(config, params, ids, mask, prompt_len)
-    c = int(cfg.num_labels)
-    labels = np.eye(c, dtype=np.float32)[rng.integers(0, c, b)]
-    words = [int(w) for w in rng.choice(np.arange(3, config.vocab_size - 1), c, replace=False)]
-    return (embeds, mask, mask_onehot, labels), words
-
-
-def param_slices(tree, divisor: int):
-    """Every leaf flattened and cut to its first ceil(n / divisor) entries: a pytree with the
-    same leaves (so the same kernels and rounds) and about 1/divisor of the entries."""
-    import jax
-
-    return jax.tree_util.tree_map(
-        lambda x: np.asarray(x).reshape(-1)[: -(-np.size(x) // divisor)], tree)
-
-
-def n_entries(tree) -> int:
-    import jax
-
-    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def update_program(cfg: DictConfig, be, trainable):
-    """(compiled fn, args) of sft_update (the Adam part of an SFT step) on the pytree
-    `trainable` (element-wise: no examples, only parameters, moments and gradients, all
-    secret, put on `be`). Also bench_wan.py's (part=sft_update), to count its rounds."""
-    import jax
-
-    from secfwt_jax.baselines import fixed_point_adam, pack_state, sft_update_fn
-
-    rng = np.random.default_rng(int(cfg.seed) + 1)
-    opt = fixed_point_adam(float(cfg.learning_rate))
-    grads = jax.tree_util.tree_map(
-        lambda x: (1e-3 * rng.standard_normal(x.shape)).astype(np.float32), trainable)
-    args = (be.put(trainable), be.put(pack_state(opt.init(trainable))), be.put(grads))
-    return be.compile(sft_update_fn(opt)), args
-
-
-def update_slice(cfg: DictConfig, divisor: int):
-    """(the first 1/divisor of every trainable parameter (param_slices), its entries, the
-    entries of all trainable parameters) of the model cfg describes."""
-    from secfwt_jax.baselines import split_params
-    from secfwt_jax.model import init_params
-
-    config = model_config(cfg, "sft_update", cfg.layers)
-    trainable = split_params(init_params(config, seed=int(cfg.seed)))[0]
-    part = param_slices(trainable, int(divisor))
-    return part, n_entries(part), n_entries(trainable)
-
-
-def grad_program(cfg: DictConfig, be, layers: int | None):
-    """(compiled fn, args) of sft_grad (forward + backward of an SFT step) on a model with
-    `layers` encoder layers, its weights put on `be` (args[0]). Also bench_wan.py's
-    (part=sft_grad), to count its rounds."""
-    from secfwt_jax.baselines import sft_grad_fn
-    from secfwt_jax.model import init_params
-
-    config = model_config(cfg, "sft_grad", layers)
-    params = init_params(config, seed=int(cfg.seed))
-    (embeds, mask, mask_onehot, labels), words = inputs(cfg, config, params, 0)
-    return (be.compile(sft_grad_fn(config, words)),
-            (be.put(params, owner="model"), embeds, mask, mask_onehot, labels))
 
 
 def measure_update(cfg: DictConfig, be, trainable):
-    """CallCost of sft_update on the pytree `trainable` (update_program)."""
-    fn, args = update_program(cfg, be, trainable)
+    """CallCost of sft_update on the pytree `trainable` (common.sft_update_program)."""
+    fn, args = common.sft_update_program(cfg, be, trainable)
     fn.precompile(*args)
     _, cost = fn(*args, reveal=False)
     for a in args:
@@ -247,7 +172,7 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
     from secfwt_jax.model import init_params, verbalizer_fn
 
     if method == "sft_grad":
-        fn, args = grad_program(cfg, be, layers)
+        fn, args = common.sft_grad_program(cfg, be, layers)
         fn.precompile(*args)
         _, cost = fn(*args, reveal=False)
         be.delete(args[0])
@@ -257,7 +182,8 @@ def measure(cfg: DictConfig, be, method: str, layers: int | None) -> list[tuple[
     rng = np.random.default_rng(int(cfg.seed) + 1)
     opt = fixed_point_adam(float(cfg.learning_rate))
     prompt_len = 0 if method.startswith("sft") else int(cfg.prompt_len)
-    (embeds, mask, mask_onehot, labels), words = inputs(cfg, config, params, prompt_len)
+    (embeds, mask, mask_onehot, labels), words = common.iteration_inputs(
+        cfg, config, params, prompt_len)
     weights = be.put(params, owner="model")
     out = []
     if method == "sft":
@@ -309,7 +235,7 @@ def update_records(cfg, be_factory, protocol: str, emit) -> None:
     config = model_config(cfg, "sft_update", cfg.layers)
     slices = []
     for d in cfg.update_slices:
-        part, entries, total = update_slice(cfg, int(d))
+        part, entries, total = common.sft_update_slice(cfg, int(d))
         with be_factory() as be:
             fig = cost_figures(measure_update(cfg, be, part))
         slices.append(dict(base_record(cfg, protocol, "sft_update", "part", 1,

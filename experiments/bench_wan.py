@@ -131,44 +131,40 @@ def model_setup(args):
 
 
 def iteration_cfg(args):
-    """bench_iteration's settings for the SFT part `args.part` of the model (its defaults
-    otherwise: seed 0, learning rate, FM64), so that the relayed run is bench_iteration's
-    program, byte for byte (attach_rounds checks it)."""
-    import bench_iteration
+    """bench_iteration's settings for the SFT part `args.part` of the model (its defaults,
+    common.ITERATION_DEFAULTS, otherwise), so that the relayed run is bench_iteration's
+    program, byte for byte (attach_rounds refuses a run that is not)."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.structured(bench_iteration.Config)
-    cfg.model = OmegaConf.merge(cfg.model, OmegaConf.load(
+    model = OmegaConf.merge(OmegaConf.structured(common.ModelGroup), OmegaConf.load(
         os.path.join(common.CONF_DIR, "model", f"{args.model}.yaml")))
-    cfg.seq_len, cfg.batch, cfg.layers = int(args.seq_len), int(args.batch), args.layers
-    return cfg
+    return OmegaConf.create(dict(common.ITERATION_DEFAULTS, model=model, seq_len=args.seq_len,
+                                 batch=args.batch, layers=args.layers))
 
 
 def part_setup(args):
     """(record fields, setup(backend) -> call): one call of the SFT part `args.part` as
     bench_iteration measures it: sft_grad (forward + backward) on a model of `args.layers`
     encoder layers, or sft_update (Adam) on the first 1/update_slice of every trainable
-    parameter of the whole model (`bench_iteration.grad_program` / `update_program`)."""
-    import bench_iteration as bi
-
+    parameter of the whole model (common.sft_grad_program / sft_update_program)."""
     cfg = iteration_cfg(args)
     meta = dict(model=args.model, seq_len=args.seq_len, prompt_len=0, batch=args.batch,
                 prompts=1, method=args.part, part=args.part)
     if args.part == "sft_grad":
-        config = bi.model_config(cfg, "sft_grad", args.layers)
+        config = common.iteration_model_config(cfg, args.layers)
 
         def setup(be):
-            fn, call_args = bi.grad_program(cfg, be, args.layers)
+            fn, call_args = common.sft_grad_program(cfg, be, args.layers)
             fn.precompile(*call_args)
             return lambda: fn(*call_args, reveal=False)
 
     else:  # sft_update: a record of the whole model's layers, one slice of its parameters
-        config = bi.model_config(cfg, "sft_update", args.layers)
-        trainable, entries, total = bi.update_slice(cfg, int(args.update_slice))
+        config = common.iteration_model_config(cfg, args.layers)
+        trainable, entries, total = common.sft_update_slice(cfg, int(args.update_slice))
         meta.update(slice_divisor=int(args.update_slice), entries=entries, entries_full=total)
 
         def setup(be):
-            fn, call_args = bi.update_program(cfg, be, trainable)
+            fn, call_args = common.sft_update_program(cfg, be, trainable)
             fn.precompile(*call_args)
             return lambda: fn(*call_args, reveal=False)
 

@@ -361,6 +361,101 @@ def latest_per_key(records: Iterable[dict], key: Callable[[dict], Any],
 
 
 # ---------------------------------------------------------------------------------------------
+# The programs of bench_iteration that bench_wan also runs (to count their rounds): the two
+# parts of an SFT step. `cfg` holds bench_iteration's fields (model group, seq_len, batch,
+# layers, seed, num_features, num_labels, learning_rate; ITERATION_DEFAULTS for a caller
+# without its Config).
+
+ITERATION_DEFAULTS = dict(seed=0, num_features=64, num_labels=2, learning_rate=1e-2)
+
+
+def iteration_model_config(cfg, layers: int | None, **over):
+    """ModelConfig of cfg.model's preset with bench_iteration's initializer and random-feature
+    count, `layers` encoder layers (None: the preset's) and the layer settings `over`."""
+    from secfwt_jax.config import ModelConfig
+
+    over = dict(initializer_range=float(cfg.model.initializer_range),
+                num_features=int(cfg.num_features), **over)
+    if layers:
+        over["num_hidden_layers"] = int(layers)
+    return ModelConfig.preset(cfg.model.name, **over)
+
+
+def iteration_inputs(cfg, config, params, prompt_len: int):
+    """(embeds (B, S-L, H), mask, mask_onehot, labels_onehot (B, C)) numpy, and label words
+    (random: rows `<s> t.. <mask> t.. </s>`, no padding)."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(cfg.seed))
+    b, text_len = int(cfg.batch), int(cfg.seq_len) - prompt_len
+    ids, mask, mask_onehot = random_examples(config, rng, b, text_len)
+    embeds = embed_examples(config, params, ids, mask, prompt_len)
+    c = int(cfg.num_labels)
+    labels = np.eye(c, dtype=np.float32)[rng.integers(0, c, b)]
+    words = [int(w) for w in rng.choice(np.arange(3, config.vocab_size - 1), c, replace=False)]
+    return (embeds, mask, mask_onehot, labels), words
+
+
+def param_slices(tree, divisor: int):
+    """Every leaf flattened and cut to its first ceil(n / divisor) entries: a pytree with the
+    same leaves (so the same kernels and rounds) and about 1/divisor of the entries."""
+    import jax
+    import numpy as np
+
+    return jax.tree_util.tree_map(
+        lambda x: np.asarray(x).reshape(-1)[: -(-np.size(x) // divisor)], tree)
+
+
+def n_entries(tree) -> int:
+    import jax
+    import numpy as np
+
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def sft_grad_program(cfg, be, layers: int | None):
+    """(compiled fn, args) of sft_grad (forward + backward of an SFT step) on a model with
+    `layers` encoder layers, its weights put on `be` (args[0])."""
+    from secfwt_jax.baselines import sft_grad_fn
+    from secfwt_jax.model import init_params
+
+    config = iteration_model_config(cfg, layers)
+    params = init_params(config, seed=int(cfg.seed))
+    (embeds, mask, mask_onehot, labels), words = iteration_inputs(cfg, config, params, 0)
+    return (be.compile(sft_grad_fn(config, words)),
+            (be.put(params, owner="model"), embeds, mask, mask_onehot, labels))
+
+
+def sft_update_slice(cfg, divisor: int):
+    """(the first 1/divisor of every trainable parameter (param_slices) of cfg's whole model,
+    its entries, the entries of all trainable parameters)."""
+    from secfwt_jax.baselines import split_params
+    from secfwt_jax.model import init_params
+
+    config = iteration_model_config(cfg, cfg.layers)
+    trainable = split_params(init_params(config, seed=int(cfg.seed)))[0]
+    part = param_slices(trainable, int(divisor))
+    return part, n_entries(part), n_entries(trainable)
+
+
+def sft_update_program(cfg, be, trainable):
+    """(compiled fn, args) of sft_update (the Adam part of an SFT step) on the pytree
+    `trainable` (element-wise: no examples, only parameters, moments and gradients, all
+    secret, put on `be`)."""
+    import jax
+    import numpy as np
+
+    from secfwt_jax.baselines import fixed_point_adam, pack_state, sft_update_fn
+
+    rng = np.random.default_rng(int(cfg.seed) + 1)
+    opt = fixed_point_adam(float(cfg.learning_rate))
+    grads = jax.tree_util.tree_map(
+        lambda x: (1e-3 * rng.standard_normal(x.shape)).astype(np.float32), trainable)
+    args = (be.put(trainable), be.put(pack_state(opt.init(trainable))), be.put(grads))
+    return be.compile(sft_update_fn(opt)), args
+
+
+# ---------------------------------------------------------------------------------------------
 # Models and random inputs
 
 

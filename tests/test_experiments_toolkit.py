@@ -227,8 +227,8 @@ def test_ablate_runtime_runs_on_the_tiny_model(tmp_path):
 def test_rounds_counted_on_the_relay_go_into_the_iteration_records(tmp_path):
     """bench_wan with the relayed parties only (direct=false) runs bench_iteration's SecFwT query
     and its SFT forward + backward (part=sft_grad) (the same bytes and send actions in all),
-    and attach_rounds puts each one's relay depth into its record, whose WAN time then charges those rounds (the layer composition of counted rounds:
-    tests/test_costs.py)."""
+    and attach_rounds puts each one's relay depth into its record, whose WAN time then charges
+    those rounds (the layer composition of counted rounds: tests/test_costs.py)."""
     import json
 
     def script(name, *args):
