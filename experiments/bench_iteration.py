@@ -233,14 +233,17 @@ def update_records(cfg, be_factory, protocol: str, emit) -> None:
     step is element-wise), then the full step by a line through the first two slices in the
     number of entries (every figure, per party and op class); further slices check the line."""
     config = model_config(cfg, "sft_update", cfg.layers)
+    trainable = common.sft_trainable(cfg)
+    total = common.n_entries(trainable)
     slices = []
     for d in cfg.update_slices:
-        part, entries, total = common.sft_update_slice(cfg, int(d))
+        part = common.param_slices(trainable, int(d))
         with be_factory() as be:
             fig = cost_figures(measure_update(cfg, be, part))
         slices.append(dict(base_record(cfg, protocol, "sft_update", "part", 1,
                                        config.num_hidden_layers), kind="measured",
-                           slice_divisor=int(d), entries=entries, entries_full=total,
+                           slice_divisor=int(d), entries=common.n_entries(part),
+                           entries_full=total,
                            **fig, networks=networks(fig)))
         emit(slices[-1])
     if len(slices) >= 2 and slices[0]["entries"] != slices[1]["entries"]:

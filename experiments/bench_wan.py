@@ -148,27 +148,27 @@ def part_setup(args):
     encoder layers, or sft_update (Adam) on the first 1/update_slice of every trainable
     parameter of the whole model (common.sft_grad_program / sft_update_program)."""
     cfg = iteration_cfg(args)
-    meta = dict(model=args.model, seq_len=args.seq_len, prompt_len=0, batch=args.batch,
-                prompts=1, method=args.part, part=args.part)
+    config = common.iteration_model_config(cfg, args.layers)
+    meta = dict(model=args.model, layers=config.num_hidden_layers, hidden=config.hidden_size,
+                seq_len=args.seq_len, prompt_len=0, batch=args.batch, prompts=1,
+                method=args.part, part=args.part)
     if args.part == "sft_grad":
-        config = common.iteration_model_config(cfg, args.layers)
-
-        def setup(be):
-            fn, call_args = common.sft_grad_program(cfg, be, args.layers)
-            fn.precompile(*call_args)
-            return lambda: fn(*call_args, reveal=False)
-
+        def program(be):
+            return common.sft_grad_program(cfg, be, args.layers)
     else:  # sft_update: a record of the whole model's layers, one slice of its parameters
-        config = common.iteration_model_config(cfg, args.layers)
-        trainable, entries, total = common.sft_update_slice(cfg, int(args.update_slice))
-        meta.update(slice_divisor=int(args.update_slice), entries=entries, entries_full=total)
+        whole = common.sft_trainable(cfg)
+        trainable = common.param_slices(whole, int(args.update_slice))
+        meta.update(slice_divisor=int(args.update_slice), entries=common.n_entries(trainable),
+                    entries_full=common.n_entries(whole))
 
-        def setup(be):
-            fn, call_args = common.sft_update_program(cfg, be, trainable)
-            fn.precompile(*call_args)
-            return lambda: fn(*call_args, reveal=False)
+        def program(be):
+            return common.sft_update_program(cfg, be, trainable)
 
-    meta.update(layers=config.num_hidden_layers, hidden=config.hidden_size)
+    def setup(be):
+        fn, call_args = program(be)
+        fn.precompile(*call_args)
+        return lambda: fn(*call_args, reveal=False)
+
     return meta, setup
 
 

@@ -426,16 +426,14 @@ def sft_grad_program(cfg, be, layers: int | None):
             (be.put(params, owner="model"), embeds, mask, mask_onehot, labels))
 
 
-def sft_update_slice(cfg, divisor: int):
-    """(the first 1/divisor of every trainable parameter (param_slices) of cfg's whole model,
-    its entries, the entries of all trainable parameters)."""
+def sft_trainable(cfg):
+    """The parameters an SFT step updates (all but the embedding tables) of cfg's whole model,
+    random (init_params(cfg.seed)); sft_update is measured on param_slices of them."""
     from secfwt_jax.baselines import split_params
     from secfwt_jax.model import init_params
 
     config = iteration_model_config(cfg, cfg.layers)
-    trainable = split_params(init_params(config, seed=int(cfg.seed)))[0]
-    part = param_slices(trainable, int(divisor))
-    return part, n_entries(part), n_entries(trainable)
+    return split_params(init_params(config, seed=int(cfg.seed)))[0]
 
 
 def sft_update_program(cfg, be, trainable):
