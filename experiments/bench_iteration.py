@@ -140,13 +140,9 @@ def fot_variant(method: str) -> dict:
     return {**{k: conf[k] for k in LAYER_KEYS}, **FOT_OVERRIDES.get(method, {})}
 
 
-
-
 def model_config(cfg: DictConfig, method: str, layers: int | None):
     return common.iteration_model_config(
         cfg, layers, **(fot_variant(method) if method in FOT_METHOD_CONFIGS else {}))
-
-
 
 
 def measure_update(cfg: DictConfig, be, trainable):

@@ -387,16 +387,12 @@ def attach_rounds(records: list[dict], runs: list[dict], setting: str) -> list[s
     for rec in records:  # the whole update, read off the line through two measured slices
         if rec["kind"] != "composed" or "composed_from_entries" not in rec:
             continue
-        a, b = (slices.get((rec["protocol"], rec["method"], n))
-                for n in rec["composed_from_entries"])
-        if a is None or b is None or "rounds" not in a or "rounds" not in b:
+        line = tuple(slices.get((rec["protocol"], rec["method"], n))
+                     for n in rec["composed_from_entries"])
+        if any(r is None or "rounds" not in r for r in line):
             continue
-        fig = extrapolate_entries(figures_of(a), figures_of(b), a["entries"], b["entries"],
-                                  rec["entries"])
-        rec["rounds"] = fig["rounds"]
-        rec["rounds_counted"] = dict(
-            setting=setting, composition="linear in the entries through the "
-            f"slices' counted rounds (within {FLAT_ROUNDS:.0%}: the larger's)")
+        whole = whole_update_record(line, [], rec["composition"])
+        rec.update(rounds=whole["rounds"], rounds_counted=whole["rounds_counted"])
         rec["networks"] = networks(rec)
         said.append(f"{rec['protocol']} {rec['method']} {rec['unit']} {rec['entries']} entries "
                     f"(composed): {rec['rounds']} rounds")
